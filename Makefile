@@ -1,0 +1,38 @@
+# meshwork — the two commands a fresh machine needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast bench lint clean
+
+install: $(STAMP)
+
+# Re-install only when the package metadata changed; an existing venv is reused.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+demo: install
+	@$(BIN)/python examples/demo/run.py
+
+# The whole suite: unit, contract, integration and fault tests.
+test: install
+	@scripts/need-deb sqlite3
+	@$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# Unit tests only: no sockets, no processes.
+test-fast: install
+	@$(BIN)/python -m pytest -q tests/unit tests/fuzz
+
+bench: install
+	@$(BIN)/python -m bench
+
+lint: install
+	@$(BIN)/ruff check src tests bench
+	@$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

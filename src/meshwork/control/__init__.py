@@ -1,0 +1,1 @@
+"""The control plane's shells: store, API server, controllers' runner, config push, CA."""
