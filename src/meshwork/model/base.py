@@ -41,6 +41,9 @@ class Model(BaseModel):
         populate_by_name=True,
         alias_generator=to_camel,
         validate_assignment=False,
+        # Build validators on first use, not at import: the CLI starts fast and
+        # pays only for the kinds it touches.
+        defer_build=True,
     )
 
 

@@ -1,0 +1,350 @@
+"""Object operations: validate, apply the kind's strategy, write through the store.
+
+Both the HTTP handlers and the server's own workers (garbage collector,
+namespace cleanup) change objects through this one class, so every write
+obeys the same rules. Reads come from the watch cache; every write waits for
+its revision to reach the cache before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from meshwork.control.api import strategy
+from meshwork.control.api.cache import CachedObject, WatchCache
+from meshwork.control.api.paths import object_key
+from meshwork.control.store.base import Record, Store
+from meshwork.core.patch import json_patch, merge_patch
+from meshwork.errors import (
+    AlreadyExists,
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    TooLarge,
+)
+from meshwork.model.base import REGISTRY, KindInfo, to_wire
+from meshwork.model.codec import validate_object
+
+PatchType = Literal["merge", "json"]
+Propagation = Literal["Background", "Foreground", "Orphan"]
+
+# A patch without a resourceVersion precondition is retried on conflict, as the
+# Kubernetes API server does, this many times before answering 409.
+PATCH_RETRIES = 5
+
+
+def now_rfc3339() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def _rv(obj: dict[str, Any]) -> int | None:
+    raw = obj.get("metadata", {}).get("resourceVersion")
+    if raw in (None, ""):
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise BadRequest(f"invalid resourceVersion {raw!r}") from None
+
+
+def _display(info: KindInfo) -> str:
+    """``pods`` or ``deployments.apps``, as Kubernetes names a resource in messages."""
+    return f"{info.plural}.{info.group}" if info.group else info.plural
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOptions:
+    propagation: Propagation = "Background"
+    grace_period: int | None = None
+    precondition_uid: str | None = None
+    precondition_rv: str | None = None
+
+
+class Objects:
+    def __init__(self, store: Store, cache: WatchCache) -> None:
+        self.store = store
+        self.cache = cache
+        self._ns_lock = asyncio.Lock()
+
+    # -- validation --------------------------------------------------------
+
+    def validate(self, info: KindInfo, raw: Any, namespace: str | None, name: str | None) -> dict[str, Any]:
+        """Check ``raw`` against the path it was sent to, validate and default it."""
+        if not isinstance(raw, dict):
+            raise BadRequest("the request body must be a JSON object")
+        kind = raw.get("kind")
+        if kind is not None and kind != info.kind:
+            raise BadRequest(f"the kind in the body ({kind}) does not match the path ({info.kind})")
+        api_version = raw.get("apiVersion")
+        if api_version is not None and api_version not in info.api_versions():
+            raise BadRequest(
+                f"the API version in the data ({api_version}) does not match the expected API "
+                f"version ({info.api_version})"
+            )
+        raw = {**raw, "apiVersion": api_version or info.api_version, "kind": info.kind}
+        meta = dict(raw.get("metadata") or {})
+        if info.namespaced:
+            body_ns = meta.get("namespace")
+            if body_ns and namespace and body_ns != namespace:
+                raise BadRequest(
+                    "the namespace of the provided object does not match the namespace sent on "
+                    "the request"
+                )
+            meta["namespace"] = namespace or body_ns
+        else:
+            meta.pop("namespace", None)
+        if name is not None:
+            if meta.get("name") not in (None, name):
+                raise BadRequest(
+                    f"the name of the object ({meta.get('name')}) does not match the name on the "
+                    f"URL ({name})"
+                )
+            meta["name"] = name
+        raw["metadata"] = meta
+        obj = to_wire(validate_object(raw))
+        if len(encode(obj)) > strategy.MAX_OBJECT_BYTES:
+            raise TooLarge(f"object is larger than {strategy.MAX_OBJECT_BYTES} bytes")
+        return obj
+
+    # -- reads -------------------------------------------------------------
+
+    def get(self, info: KindInfo, namespace: str | None, name: str) -> CachedObject:
+        item = self.cache.get(object_key(info, namespace, name))
+        if item is None:
+            raise NotFound(
+                f'{_display(info)} "{name}" not found', kind=info.plural, name=name, group=info.group
+            )
+        return item
+
+    # -- writes ------------------------------------------------------------
+
+    async def _committed(self, record: Record) -> Record:
+        await self.cache.wait_for(record.mod_revision)
+        return record
+
+    async def create(
+        self, info: KindInfo, namespace: str | None, raw: Any, *, dry_run: bool = False
+    ) -> tuple[Record, dict[str, Any]]:
+        if not isinstance(raw, dict):
+            raise BadRequest("the request body must be a JSON object")
+        meta = raw.get("metadata") or {}
+        if not meta.get("name") and meta.get("generateName"):
+            raw = {**raw, "metadata": {**meta, "name": strategy.generated_name(meta["generateName"])}}
+        obj = self.validate(info, raw, namespace, None)
+        namespace = obj["metadata"].get("namespace")
+        if info.namespaced:
+            if not namespace:
+                raise BadRequest("a namespace is required for namespaced objects")
+            await self._admit_namespace(namespace)
+        obj = strategy.prepare_create(info, obj, uid=str(uuid.uuid4()), now=now_rfc3339())
+        if dry_run:
+            return Record(object_key(info, namespace, obj["metadata"]["name"]), encode(obj), 0, 0), obj
+        key = object_key(info, namespace, obj["metadata"]["name"])
+        try:
+            record = await self.store.create(key, obj)
+        except AlreadyExists:
+            name = obj["metadata"]["name"]
+            raise AlreadyExists(
+                f'{_display(info)} "{name}" already exists', kind=info.plural, name=name, group=info.group
+            ) from None
+        return await self._committed(record), obj
+
+    async def _admit_namespace(self, namespace: str) -> None:
+        ns_info = REGISTRY.for_group_kind("", "Namespace")
+        assert ns_info is not None
+        existing = self.cache.get(object_key(ns_info, None, namespace))
+        if existing is not None:
+            if strategy.is_terminating(existing.obj):
+                raise Forbidden(
+                    f"unable to create new content in namespace {namespace} because it is being "
+                    "terminated"
+                )
+            return
+        # meshwork creates a missing namespace on first use (Kubernetes would
+        # refuse with 404), so that manifests naming their namespace apply as-is.
+        async with self._ns_lock:
+            if self.cache.get(object_key(ns_info, None, namespace)) is None:
+                try:
+                    await self.create(ns_info, None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+                except AlreadyExists:
+                    pass
+
+    async def update(
+        self,
+        info: KindInfo,
+        namespace: str | None,
+        name: str,
+        raw: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> Record:
+        if not isinstance(raw, dict):
+            raise BadRequest("the request body must be a JSON object")
+        current = self.get(info, namespace, name)
+        expected = _rv(raw)
+        if subresource == "status":
+            if not info.has_status:
+                raise NotFound(f"{_display(info)} has no status subresource")
+            merged = strategy.prepare_status_update(raw, current.obj)
+            new = self.validate(info, merged, namespace, name)
+        else:
+            new = self.validate(info, raw, namespace, name)
+            new = strategy.prepare_update(info, new, current.obj)
+        return await self._write(info, current, new, expected, dry_run=dry_run)
+
+    async def _write(
+        self,
+        info: KindInfo,
+        current: CachedObject,
+        new: dict[str, Any],
+        expected: int | None,
+        *,
+        dry_run: bool = False,
+    ) -> Record:
+        if expected is not None and expected != current.revision:
+            raise self._conflict(info, current)
+        if strategy.same_object(new, current.obj):
+            return current.record
+        if dry_run:
+            return Record(current.key, encode(new), current.record.create_revision, current.revision)
+        if strategy.is_terminating(new) and not strategy.finalizers_of(new):
+            # The last finalizer is gone: the object's deletion completes now.
+            try:
+                record = await self.store.delete(current.key, current.revision)
+            except Conflict:
+                raise self._conflict(info, current) from None
+            return await self._committed(record)
+        try:
+            record = await self.store.update(current.key, new, current.revision)
+        except Conflict:
+            raise self._conflict(info, current) from None
+        return await self._committed(record)
+
+    def _conflict(self, info: KindInfo, current: CachedObject) -> Conflict:
+        name = current.obj.get("metadata", {}).get("name", "")
+        return Conflict(
+            f'Operation cannot be fulfilled on {_display(info)} "{name}": the object has been '
+            "modified; please apply your changes to the latest version and try again",
+            kind=info.plural,
+            name=name,
+            group=info.group,
+        )
+
+    async def patch(
+        self,
+        info: KindInfo,
+        namespace: str | None,
+        name: str,
+        patch: Any,
+        patch_type: PatchType,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> Record:
+        explicit_rv = _rv(patch) if patch_type == "merge" and isinstance(patch, dict) else None
+        for attempt in range(PATCH_RETRIES):
+            current = self.get(info, namespace, name)
+            base = current.obj
+            patched = merge_patch(base, patch) if patch_type == "merge" else json_patch(base, patch)
+            if not isinstance(patched, dict):
+                raise BadRequest("the patched object must be a JSON object")
+            precondition = explicit_rv
+            if patch_type == "json" and _rv(patched) != current.revision:
+                precondition = _rv(patched)  # the patch itself set a resourceVersion
+            patched.setdefault("metadata", {})["resourceVersion"] = str(
+                precondition if precondition is not None else current.revision
+            )
+            try:
+                return await self.update(
+                    info, namespace, name, patched, subresource=subresource, dry_run=dry_run
+                )
+            except Conflict:
+                if precondition is not None or attempt == PATCH_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def delete(
+        self,
+        info: KindInfo,
+        namespace: str | None,
+        name: str,
+        opts: DeleteOptions = DeleteOptions(),
+        *,
+        dry_run: bool = False,
+    ) -> tuple[Record, bool]:
+        """Delete an object. Returns its last record and whether it is gone now
+        (False: it is terminating, waiting for finalizers)."""
+        current = self.get(info, namespace, name)
+        meta = current.obj.get("metadata", {})
+        if opts.precondition_uid is not None and opts.precondition_uid != meta.get("uid"):
+            raise Conflict(
+                f"Precondition failed: UID in precondition: {opts.precondition_uid}, UID in object "
+                f"meta: {meta.get('uid')}",
+                name=name,
+            )
+        if opts.precondition_rv is not None and opts.precondition_rv != meta.get("resourceVersion"):
+            raise Conflict(
+                f"Precondition failed: ResourceVersion in precondition: {opts.precondition_rv}, "
+                f"ResourceVersion in object meta: {meta.get('resourceVersion')}",
+                name=name,
+            )
+        if dry_run:
+            return current.record, True
+        finalizers = strategy.finalizers_of(current.obj)
+        if opts.propagation == "Foreground" and strategy.FOREGROUND_FINALIZER not in finalizers:
+            finalizers.append(strategy.FOREGROUND_FINALIZER)
+        elif opts.propagation == "Orphan" and strategy.ORPHAN_FINALIZER not in finalizers:
+            finalizers.append(strategy.ORPHAN_FINALIZER)
+        grace = self._graceful_period(info, current.obj, opts)
+        is_namespace = info.kind == "Namespace" and info.group == ""
+        if not finalizers and grace is None and not is_namespace:
+            try:
+                record = await self.store.delete(current.key, current.revision)
+            except Conflict:
+                raise self._conflict(info, current) from None
+            return await self._committed(record), True
+        terminating = strategy.is_terminating(current.obj)
+        if terminating and finalizers == strategy.finalizers_of(current.obj):
+            return current.record, False
+        # Start (or extend) termination: deletionTimestamp set, finalizers pending.
+        # Namespaces always terminate first: the server removes their content, then them.
+        new = json.loads(current.record.value)
+        new_meta = new["metadata"]
+        if finalizers:
+            new_meta["finalizers"] = finalizers
+        new_meta["deletionTimestamp"] = meta.get("deletionTimestamp") or now_rfc3339()
+        new_meta["deletionGracePeriodSeconds"] = grace or 0
+        if is_namespace:
+            new.setdefault("status", {})["phase"] = "Terminating"
+        try:
+            record = await self.store.update(current.key, new, current.revision)
+        except Conflict:
+            raise self._conflict(info, current) from None
+        return await self._committed(record), False
+
+    @staticmethod
+    def _graceful_period(info: KindInfo, obj: dict[str, Any], opts: DeleteOptions) -> int | None:
+        """Pods on a node stop gracefully: the node's agent confirms with a zero-grace delete."""
+        if info.kind != "Pod" or info.group != "":
+            return None
+        if opts.grace_period == 0 or not (obj.get("spec") or {}).get("nodeName"):
+            return None
+        phase = (obj.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            return None
+        if opts.grace_period is not None:
+            return opts.grace_period
+        grace = (obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        return int(grace) if grace else None
+

@@ -1,0 +1,420 @@
+"""The API server's HTTP face: Kubernetes-shaped routes over ``Objects`` and the watch cache.
+
+This module maps requests to operations and operations to responses; the
+rules for objects live in ``objects.py`` and ``strategy.py``. Every error is
+answered as a Kubernetes ``Status`` object by one table (``ApiError.status``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from meshwork import __version__
+from meshwork.control.api.cache import CachedEvent, CachedObject, WatchCache
+from meshwork.control.api.gc import GarbageCollector
+from meshwork.control.api.objects import DeleteOptions, Objects, encode
+from meshwork.control.api.paths import DiscoveryPath, ResourcePath, parse_path
+from meshwork.control.api.status import status_bytes
+from meshwork.control.store.base import Store
+from meshwork.core.selectors import (
+    FieldSelector,
+    LabelSelector,
+    parse_field_selector,
+    parse_label_selector,
+)
+from meshwork.errors import (
+    ApiError,
+    BadRequest,
+    Gone,
+    InsufficientStorage,
+    MethodNotAllowed,
+    NotFound,
+    StoreFull,
+    Unauthenticated,
+    UnsupportedMediaType,
+)
+from meshwork.httpd import Request, Response, StreamingResponse
+from meshwork.model.base import REGISTRY, KindInfo
+from meshwork.model.codec import decode_json
+
+log = logging.getLogger(__name__)
+
+# Paths anyone may read without a token, as Kubernetes' system:public-info-viewer allows.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version"})
+# A watch with no timeoutSeconds ends after this long (Kubernetes picks 30-60 min);
+# clients re-watch from their last resourceVersion.
+DEFAULT_WATCH_TIMEOUT = 1800.0
+
+PATCH_TYPES = {
+    "application/merge-patch+json": "merge",
+    # Strategic merge patch is applied as a JSON merge patch: lists are replaced
+    # whole rather than merged by key. kubectl's default patch works for
+    # anything that replaces or adds fields.
+    "application/strategic-merge-patch+json": "merge",
+    "application/json-patch+json": "json",
+}
+
+
+def _json(status: int, body: Any) -> Response:
+    return Response(status, json.dumps(body, separators=(",", ":")).encode())
+
+
+def _first(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values else None
+
+
+def _flag(query: dict[str, list[str]], name: str) -> bool:
+    return (_first(query, name) or "").lower() in ("1", "true")
+
+
+def _converted(item: CachedObject, rp: ResourcePath) -> bytes:
+    """The object's bytes at the path's version (stored objects use the preferred one)."""
+    if rp.version == rp.info.preferred_version:
+        return item.record.value
+    return encode({**item.obj, "apiVersion": rp.api_version})
+
+
+class ApiServer:
+    def __init__(self, store: Store, *, tokens: dict[str, str]) -> None:
+        """``tokens`` maps bearer tokens to user names (the admin token among them)."""
+        self.store = store
+        self.cache = WatchCache(store)
+        self.objects = Objects(store, self.cache)
+        self.gc = GarbageCollector(self.objects, self.cache)
+        self._tokens = tokens
+        self._watches: set[asyncio.Task[Any]] = set()
+        self.closing = asyncio.Event()
+
+    async def start(self) -> None:
+        await self.cache.start()
+        await self.gc.start()
+        for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            await self._ensure_namespace(ns)
+
+    async def _ensure_namespace(self, name: str) -> None:
+        info = REGISTRY.for_group_kind("", "Namespace")
+        assert info is not None
+        if self.cache.get(f"{info.resource}//{name}") is None:
+            await self.objects.create(info, None, {"metadata": {"name": name}})
+
+    async def close(self) -> None:
+        self.closing.set()
+        await self.gc.close()
+        await self.cache.close()
+
+    # -- entry -------------------------------------------------------------
+
+    async def handle(self, req: Request) -> Response | StreamingResponse:
+        try:
+            if req.path not in PUBLIC_PATHS:
+                self._authenticate(req)
+            return await self._route(req)
+        except ApiError as err:
+            return self._error(err)
+        except StoreFull as exc:
+            return self._error(InsufficientStorage(f"the store is full: {exc}; writes are refused until space is freed"))
+        except TimeoutError:
+            return self._error(ApiError("timed out waiting for the store"))
+
+    @staticmethod
+    def _error(err: ApiError) -> Response:
+        headers = [("Retry-After", str(err.retry_after))] if err.retry_after else []
+        return Response(err.status, status_bytes(err), headers=headers)
+
+    def _authenticate(self, req: Request) -> str:
+        header = req.headers.get("authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() == "bearer" and token:
+            for known, user in self._tokens.items():
+                if hmac.compare_digest(known.encode(), token.strip().encode()):
+                    return user
+        raise Unauthenticated("Unauthorized: a valid bearer token is required")
+
+    async def _route(self, req: Request) -> Response | StreamingResponse:
+        if req.path in ("/healthz", "/livez"):
+            return Response(200, b"ok", content_type="text/plain")
+        if req.path == "/readyz":
+            ready = self.cache.ready.is_set() and not self.closing.is_set()
+            return Response(200 if ready else 503, b"ok" if ready else b"not ready", content_type="text/plain")
+        if req.path == "/version":
+            return _json(200, {"major": "1", "minor": "31", "gitVersion": f"v1.31.0-meshwork.{__version__}", "platform": "meshwork"})
+        target = parse_path(req.path)
+        if isinstance(target, DiscoveryPath):
+            if req.method not in ("GET", "HEAD"):
+                raise MethodNotAllowed(f"{req.method} is not allowed on {req.path}")
+            return _json(200, self._discovery(target, req.path))
+        return await self._resource(req, target)
+
+    # -- resources ---------------------------------------------------------
+
+    async def _resource(self, req: Request, rp: ResourcePath) -> Response | StreamingResponse:
+        method, query = req.method, req.query
+        dry_run = _first(query, "dryRun") == "All"
+        if rp.name is None:
+            if method in ("GET", "HEAD"):
+                if _flag(query, "watch"):
+                    return self._watch(rp, query)
+                return self._list(rp, query)
+            if method == "POST":
+                if rp.info.namespaced and rp.namespace is None:
+                    raise MethodNotAllowed("create a namespaced object under /namespaces/{namespace}/")
+                record, _ = await self.objects.create(rp.info, rp.namespace, self._body(req), dry_run=dry_run)
+                return Response(201, self._out(record.value, rp))
+            if method == "DELETE":
+                return await self._delete_collection(rp, query)
+            raise MethodNotAllowed(f"{method} is not allowed on a collection")
+
+        name = rp.name
+        if method in ("GET", "HEAD"):
+            item = self.objects.get(rp.info, rp.namespace, name)
+            return Response(200, _converted(item, rp))
+        if method == "PUT":
+            record = await self.objects.update(
+                rp.info, rp.namespace, name, self._body(req), subresource=rp.subresource, dry_run=dry_run
+            )
+            return Response(200, self._out(record.value, rp))
+        if method == "PATCH":
+            ctype = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
+            patch_type = PATCH_TYPES.get(ctype)
+            if patch_type is None:
+                raise UnsupportedMediaType(
+                    f"unsupported patch type {ctype!r}; use one of: {', '.join(PATCH_TYPES)}"
+                )
+            record = await self.objects.patch(
+                rp.info, rp.namespace, name, self._body(req), patch_type,  # type: ignore[arg-type]
+                subresource=rp.subresource, dry_run=dry_run,
+            )
+            return Response(200, self._out(record.value, rp))
+        if method == "DELETE":
+            opts = self._delete_options(req)
+            record, gone = await self.objects.delete(rp.info, rp.namespace, name, opts, dry_run=dry_run)
+            # Kubernetes answers 200 with the object (202 when it only started terminating).
+            return Response(200 if gone else 202, self._out(record.value, rp))
+        raise MethodNotAllowed(f"{method} is not allowed on {req.path}")
+
+    @staticmethod
+    def _out(value: bytes, rp: ResourcePath) -> bytes:
+        if rp.version == rp.info.preferred_version:
+            return value
+        return encode({**json.loads(value), "apiVersion": rp.api_version})
+
+    @staticmethod
+    def _body(req: Request) -> Any:
+        ctype = (req.headers.get("content-type") or "application/json").split(";")[0].strip().lower()
+        if ctype not in ("application/json", "") and not ctype.endswith("+json"):
+            raise UnsupportedMediaType(f"unsupported content type {ctype!r}; send application/json")
+        if not req.body:
+            raise BadRequest("the request body is empty")
+        return decode_json(req.body)
+
+    def _delete_options(self, req: Request) -> DeleteOptions:
+        body: dict[str, Any] = {}
+        if req.body:
+            decoded = decode_json(req.body)
+            if not isinstance(decoded, dict):
+                raise BadRequest("DeleteOptions must be a JSON object")
+            body = decoded
+        policy = body.get("propagationPolicy") or _first(req.query, "propagationPolicy") or "Background"
+        if policy not in ("Background", "Foreground", "Orphan"):
+            raise BadRequest(f'unsupported propagationPolicy "{policy}": use Background, Foreground or Orphan')
+        if body.get("orphanDependents") is True:
+            policy = "Orphan"
+        grace = body.get("gracePeriodSeconds", _first(req.query, "gracePeriodSeconds"))
+        if grace is not None:
+            try:
+                grace = int(grace)
+            except (TypeError, ValueError):
+                raise BadRequest(f"invalid gracePeriodSeconds {grace!r}") from None
+        pre = body.get("preconditions") or {}
+        return DeleteOptions(policy, grace, pre.get("uid"), pre.get("resourceVersion"))
+
+    async def _delete_collection(self, rp: ResourcePath, query: dict[str, list[str]]) -> Response:
+        labels, fields = self._selectors(query)
+        items = self._matching(rp, labels, fields)
+        deleted = []
+        for item in items:
+            meta = item.obj["metadata"]
+            with contextlib.suppress(ApiError):
+                record, _ = await self.objects.delete(rp.info, meta.get("namespace"), meta["name"])
+                deleted.append(record.value)
+        body = b'{"kind":"%sList","apiVersion":"%s","metadata":{},"items":[%s]}' % (
+            rp.info.kind.encode(), rp.api_version.encode(), b",".join(deleted)
+        )
+        return Response(200, body)
+
+    # -- list and watch ----------------------------------------------------
+
+    @staticmethod
+    def _selectors(query: dict[str, list[str]]) -> tuple[LabelSelector, FieldSelector]:
+        return (
+            parse_label_selector(_first(query, "labelSelector")),
+            parse_field_selector(_first(query, "fieldSelector")),
+        )
+
+    def _matching(self, rp: ResourcePath, labels: LabelSelector, fields: FieldSelector) -> list[CachedObject]:
+        namespace = rp.namespace if rp.info.namespaced else None
+        name = fields.exact("metadata.name")
+        if name is not None and (namespace is not None or not rp.info.namespaced):
+            one = self.cache.get(rp.key(name))
+            items = [one] if one else []
+        else:
+            items = self.cache.list(rp.info.resource, namespace)
+        if labels.empty and fields.empty:
+            return items
+        return [
+            i for i in items
+            if labels.matches(i.obj.get("metadata", {}).get("labels")) and fields.matches(i.obj)
+        ]
+
+    def _list(self, rp: ResourcePath, query: dict[str, list[str]]) -> Response:
+        labels, fields = self._selectors(query)
+        revision = self.cache.revision
+        items = self._matching(rp, labels, fields)
+        if rp.version == rp.info.preferred_version:
+            joined = b",".join(i.record.value for i in items)
+        else:
+            joined = b",".join(_converted(i, rp) for i in items)
+        body = b'{"kind":"%sList","apiVersion":"%s","metadata":{"resourceVersion":"%d"},"items":[%s]}' % (
+            rp.info.kind.encode(), rp.api_version.encode(), revision, joined
+        )
+        return Response(200, body)
+
+    def _watch(self, rp: ResourcePath, query: dict[str, list[str]]) -> StreamingResponse:
+        labels, fields = self._selectors(query)
+        raw_rv = _first(query, "resourceVersion")
+        try:
+            from_rev = int(raw_rv) if raw_rv not in (None, "", "0") else None
+        except ValueError:
+            raise BadRequest(f"invalid resourceVersion {raw_rv!r}") from None
+        timeout = _first(query, "timeoutSeconds")
+        try:
+            limit = float(timeout) if timeout else DEFAULT_WATCH_TIMEOUT
+        except ValueError:
+            raise BadRequest(f"invalid timeoutSeconds {timeout!r}") from None
+        prefix = rp.prefix()
+        if from_rev is not None and from_rev > self.cache.revision:
+            from_rev = self.cache.revision  # a future revision: start from now
+        if from_rev is None or self.cache.can_resume(from_rev):
+            sub = self.cache.subscribe(prefix, from_rev)
+            events = self._from_cache(sub)
+        else:
+            if from_rev < self.store.compacted_revision:
+                raise Gone(f"too old resource version: {from_rev} ({self.store.compacted_revision})")
+            events = self._from_store(prefix, from_rev)
+        return StreamingResponse(200, self._stream(events, rp, labels, fields, limit))
+
+    async def _from_cache(self, sub: Any) -> AsyncIterator[tuple[str, CachedObject]]:
+        try:
+            while True:
+                event: CachedEvent | None = await sub.queue.get()
+                if event is None:
+                    if sub.overflowed:
+                        raise Gone("the watch fell too far behind; list and watch again")
+                    return
+                yield event.type, event.item
+        finally:
+            self.cache.unsubscribe(sub)
+
+    async def _from_store(self, prefix: str, from_rev: int) -> AsyncIterator[tuple[str, CachedObject]]:
+        async for event in self.store.watch(prefix, from_rev):
+            yield event.type, CachedObject(event.record)
+
+    async def _stream(
+        self,
+        events: AsyncIterator[tuple[str, CachedObject]],
+        rp: ResourcePath,
+        labels: LabelSelector,
+        fields: FieldSelector,
+        limit: float,
+    ) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        it = events.__aiter__()
+        filtered = not (labels.empty and fields.empty)
+        try:
+            while not self.closing.is_set():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                try:
+                    etype, item = await asyncio.wait_for(it.__anext__(), remaining)
+                except (StopAsyncIteration, TimeoutError):
+                    return
+                except Gone as err:
+                    yield b'{"type":"ERROR","object":%s}\n' % status_bytes(err)
+                    return
+                if filtered and not (
+                    labels.matches(item.obj.get("metadata", {}).get("labels")) and fields.matches(item.obj)
+                ):
+                    continue
+                yield b'{"type":"%s","object":%s}\n' % (etype.encode(), _converted(item, rp))
+        finally:
+            aclose = getattr(it, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    # -- discovery ---------------------------------------------------------
+
+    def _discovery(self, target: DiscoveryPath, path: str) -> dict[str, Any]:
+        kinds = REGISTRY.known_kinds()
+        if target.group is None:
+            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
+        if target.group == "*":
+            groups: dict[str, list[str]] = {}
+            for info in kinds:
+                if info.group:
+                    groups.setdefault(info.group, [])
+                    for v in info.versions:
+                        if v not in groups[info.group]:
+                            groups[info.group].append(v)
+            return {
+                "kind": "APIGroupList",
+                "apiVersion": "v1",
+                "groups": [
+                    {
+                        "name": g,
+                        "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in vs],
+                        "preferredVersion": {"groupVersion": f"{g}/{vs[0]}", "version": vs[0]},
+                    }
+                    for g, vs in sorted(groups.items())
+                ],
+            }
+        if target.version is None:
+            raise NotFound(f"the server could not find the requested resource ({path}): name a version")
+        group_version = f"{target.group}/{target.version}" if target.group else target.version
+        resources = REGISTRY.kinds_for(group_version)
+        if not resources:
+            raise NotFound(f"the server could not find the requested resource ({path})")
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": group_version,
+            "resources": [self._resource_entry(i) for i in resources]
+            + [
+                {"name": f"{i.plural}/status", "singularName": "", "namespaced": i.namespaced, "kind": i.kind, "verbs": ["get", "patch", "update"]}
+                for i in resources if i.has_status
+            ],
+        }
+
+    @staticmethod
+    def _resource_entry(info: KindInfo) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "name": info.plural,
+            "singularName": info.singular,
+            "namespaced": info.namespaced,
+            "kind": info.kind,
+            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+        }
+        if info.short_names:
+            entry["shortNames"] = list(info.short_names)
+        if info.categories:
+            entry["categories"] = list(info.categories)
+        return entry

@@ -1,0 +1,128 @@
+"""What the API server decides about an object on create, update and delete. Pure.
+
+Kubernetes calls these rules a kind's "strategy": which fields the server owns
+(uid, creationTimestamp, generation, resourceVersion, status), when
+``metadata.generation`` moves, and what a status update may touch. Nothing
+here does I/O; ``objects.py`` applies the decisions to the store.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+from typing import Any
+
+from meshwork.model.base import KindInfo
+
+# Kubernetes' generateName suffix: 5 characters from an alphabet without vowels
+# or look-alikes (so generated names never spell words or confuse 0/O, 1/l).
+GENERATE_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+GENERATE_NAME_SUFFIX = 5
+# etcd's default request limit is 1.5 MiB; Kubernetes objects live within it.
+MAX_OBJECT_BYTES = 1_572_864
+
+FOREGROUND_FINALIZER = "foregroundDeletion"
+ORPHAN_FINALIZER = "orphan"
+
+
+def generated_name(prefix: str) -> str:
+    suffix = "".join(secrets.choice(GENERATE_NAME_ALPHABET) for _ in range(GENERATE_NAME_SUFFIX))
+    return prefix + suffix
+
+
+def tracks_generation(obj: dict[str, Any]) -> bool:
+    """Objects with a ``spec`` carry ``metadata.generation``; ConfigMaps and the like do not."""
+    return "spec" in obj
+
+
+def prepare_create(info: KindInfo, obj: dict[str, Any], *, uid: str, now: str) -> dict[str, Any]:
+    """Fill the server-owned fields of a new object (the input is not mutated)."""
+    obj = copy.deepcopy(obj)
+    meta = obj.setdefault("metadata", {})
+    meta["uid"] = uid
+    meta["creationTimestamp"] = now
+    for owned in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
+        meta.pop(owned, None)
+    if tracks_generation(obj):
+        meta["generation"] = 1
+    else:
+        meta.pop("generation", None)
+    if info.has_status:
+        obj.pop("status", None)
+        initial = initial_status(info, obj)
+        if initial is not None:
+            obj["status"] = initial
+    return obj
+
+
+def initial_status(info: KindInfo, obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The status a new object starts with, where upstream gives it one."""
+    if info.group == "" and info.kind == "Pod":
+        return {"phase": "Pending"}
+    if info.group == "" and info.kind == "Namespace":
+        return {"phase": "Active"}
+    return None
+
+
+def prepare_update(info: KindInfo, new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """Carry the server-owned fields of ``old`` into ``new`` for a main-resource update.
+
+    The status of a kind with a status subresource is kept from ``old``
+    (status is written only through ``/status``), and ``generation`` moves
+    when and only when ``spec`` changed.
+    """
+    new = copy.deepcopy(new)
+    meta, old_meta = new.setdefault("metadata", {}), old.get("metadata", {})
+    for owned in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds"):
+        if owned in old_meta:
+            meta[owned] = old_meta[owned]
+        else:
+            meta.pop(owned, None)
+    meta.pop("selfLink", None)
+    if info.has_status:
+        if "status" in old:
+            new["status"] = old["status"]
+        else:
+            new.pop("status", None)
+    if tracks_generation(new):
+        generation = old_meta.get("generation", 1)
+        meta["generation"] = generation + 1 if new.get("spec") != old.get("spec") else generation
+    else:
+        meta.pop("generation", None)
+    return new
+
+
+def prepare_status_update(new: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """A ``/status`` write: everything from ``old`` except the new status (and RV precondition)."""
+    result = copy.deepcopy(old)
+    if "status" in new:
+        result["status"] = new["status"]
+    else:
+        result.pop("status", None)
+    rv = new.get("metadata", {}).get("resourceVersion")
+    if rv is not None:
+        result["metadata"]["resourceVersion"] = rv
+    return result
+
+
+def same_object(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal apart from resourceVersion: an update that changes nothing is not written."""
+    meta_a = {k: v for k, v in a.get("metadata", {}).items() if k != "resourceVersion"}
+    meta_b = {k: v for k, v in b.get("metadata", {}).items() if k != "resourceVersion"}
+    if meta_a != meta_b:
+        return False
+    rest_a = {k: v for k, v in a.items() if k != "metadata"}
+    rest_b = {k: v for k, v in b.items() if k != "metadata"}
+    return rest_a == rest_b
+
+
+def finalizers_of(obj: dict[str, Any]) -> list[str]:
+    return list(obj.get("metadata", {}).get("finalizers") or [])
+
+
+def owner_uids(obj: dict[str, Any]) -> list[str]:
+    return [ref["uid"] for ref in obj.get("metadata", {}).get("ownerReferences") or [] if "uid" in ref]
+
+
+def is_terminating(obj: dict[str, Any]) -> bool:
+    return bool(obj.get("metadata", {}).get("deletionTimestamp"))

@@ -1,0 +1,93 @@
+"""``meshwork server``: the control-plane process.
+
+Opens the store, starts the API server (watch cache, garbage collector) on
+loopback by default, writes the admin token and the client config into the
+data dir, and stops gracefully on SIGTERM or SIGINT: it stops accepting,
+lets in-flight requests finish, ends watches, and closes the store so every
+acknowledged write is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from meshwork.control.api.server import ApiServer
+from meshwork.control.auth import ensure_data_dir, load_or_create_token
+from meshwork.control.store.open import open_store
+from meshwork.httpd import HttpServer
+
+log = logging.getLogger("meshwork.server")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7380
+PID_FILE = "server.pid"
+# In-flight requests get this long to finish after SIGTERM before the server closes.
+SHUTDOWN_GRACE_S = 10.0
+# A request body larger than this is refused with 413 (Kubernetes' own limit is 3 MiB).
+MAX_REQUEST_BYTES = 3 * 1024 * 1024
+
+
+async def serve(
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    store_url: str | None = None,
+    stop: asyncio.Event | None = None,
+    announce: bool = True,
+) -> None:
+    """Run until ``stop`` is set (or SIGTERM/SIGINT when it is not given)."""
+    ensure_data_dir(data_dir)
+    token = load_or_create_token(data_dir)
+    store = open_store(store_url or f"sqlite:///{data_dir / 'store.db'}")
+    api = ApiServer(store, tokens={token: "admin"})
+    http = HttpServer(api.handle, max_body=MAX_REQUEST_BYTES)
+    pid_path = data_dir / PID_FILE
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await api.start()
+        await http.start(host, port)
+        url = f"http://{host}:{http.port}"
+        from meshwork.cli.config import write_client_config
+
+        write_client_config(data_dir, url, token)
+        pid_path.write_text(f"{os.getpid()}\n")
+        if announce:
+            print(f"meshwork server listening on {url}", flush=True)
+        log.info("listening on %s (data dir %s)", url, data_dir)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        api.closing.set()
+        await http.close(SHUTDOWN_GRACE_S)
+        await api.close()
+        await store.close()
+        with contextlib.suppress(FileNotFoundError):
+            if pid_path.read_text().strip() == str(os.getpid()):
+                pid_path.unlink()
+
+
+def run_server(*, host: str, port: int, data_dir: Path, store_url: str | None = None) -> None:
+    """Blocking entry point for the CLI: run the server on uvloop when it is installed."""
+    logging.basicConfig(
+        level=os.environ.get("MESHWORK_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    coro = serve(host=host, port=port, data_dir=data_dir, store_url=store_url)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
