@@ -597,22 +597,36 @@ class Pod(Resource):
 
     @model_validator(mode="after")
     def _pod_defaults(self) -> Self:
-        # SetDefaults_Pod: only a Pod (not a template) gets these. Work on a copy:
-        # a caller may have built this Pod from a template's PodSpec instance.
-        self.spec = self.spec.model_copy(deep=True)
-        for c in self.spec.all_containers():
-            if c.resources.limits:
-                requests = dict(c.resources.requests or {})
-                for name, value in c.resources.limits.items():
-                    requests.setdefault(name, value)
-                c.resources.requests = requests
-        if self.spec.enable_service_links is None:
-            self.spec.enable_service_links = True
-        if self.spec.host_network:
-            for c in self.spec.all_containers():
-                for port in c.ports or ():
-                    if not port.host_port:
-                        port.host_port = port.container_port
+        # SetDefaults_Pod: only a Pod (not a template) gets these. A caller may
+        # have built this Pod from a template's PodSpec instance, so nothing
+        # shared is mutated: the spec and each changed container are copied
+        # (shallowly: a deep copy of every pod costs more than validating it).
+        spec = self.spec.model_copy()
+        if spec.enable_service_links is None:
+            spec.enable_service_links = True
+
+        def defaulted(c: Container) -> Container:
+            limits = c.resources.limits
+            needs_requests = bool(limits) and any(k not in (c.resources.requests or {}) for k in limits or {})
+            needs_host_ports = bool(spec.host_network) and any(not p.host_port for p in c.ports or ())
+            if not (needs_requests or needs_host_ports):
+                return c
+            c = c.model_copy()
+            if needs_requests:
+                c.resources = c.resources.model_copy(
+                    update={"requests": {**(limits or {}), **(c.resources.requests or {})}}
+                )
+            if needs_host_ports:
+                c.ports = [
+                    p if p.host_port else p.model_copy(update={"host_port": p.container_port})
+                    for p in c.ports or ()
+                ]
+            return c
+
+        spec.containers = [defaulted(c) for c in spec.containers]
+        if spec.init_containers:
+            spec.init_containers = [defaulted(c) for c in spec.init_containers]
+        self.spec = spec
         return self
 
 
