@@ -36,8 +36,11 @@ def tracks_generation(obj: dict[str, Any]) -> bool:
 
 
 def prepare_create(info: KindInfo, obj: dict[str, Any], *, uid: str, now: str) -> dict[str, Any]:
-    """Fill the server-owned fields of a new object (the input is not mutated)."""
-    obj = copy.deepcopy(obj)
+    """Fill the server-owned fields of a new object.
+
+    Takes ownership of ``obj`` (a fresh ``to_wire`` result) and changes it in
+    place: a deep copy here would cost as much as validating the object.
+    """
     meta = obj.setdefault("metadata", {})
     meta["uid"] = uid
     meta["creationTimestamp"] = now

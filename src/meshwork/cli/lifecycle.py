@@ -1,0 +1,284 @@
+"""The server lifecycle commands: ``server``, ``up`` and ``down``.
+
+What lives here: ``meshwork server`` (run the control plane in this process),
+``meshwork up`` (start it in the background if needed, wait until ready, apply
+manifests, then either return or stream the log until Ctrl-C and stop it), and
+``meshwork down`` (stop the server recorded in the pid file, leaving no
+process behind).
+
+What must not live here: process mechanics (``daemon``) or apply logic (``apply``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import FrameType
+
+import click
+
+from meshwork.cli import apply as apply_mod
+from meshwork.cli import daemon
+from meshwork.cli.commands import file_option
+from meshwork.cli.config import read_client_config
+from meshwork.cli.context import error, reports_errors, session
+from meshwork.cli.resolve import load_kinds
+from meshwork.client import Client
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7380
+# How often the foreground `up` copies new server log lines to the terminal.
+LOG_FOLLOW_INTERVAL_S = 0.2
+LOG_CHUNK = 64 * 1024
+
+host_option = click.option(
+    "--host", default=DEFAULT_HOST, show_default=True, help="Address to listen on."
+)
+port_option = click.option(
+    "--port", type=int, default=DEFAULT_PORT, show_default=True, help="Port to listen on."
+)
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where state lives (default: $MESHWORK_HOME or ~/.meshwork).",
+)
+store_option = click.option(
+    "--store",
+    "store_url",
+    default=None,
+    metavar="URL",
+    help="Store URL (default: SQLite in the data dir).",
+)
+
+
+def _data_dir(explicit: Path | None) -> Path:
+    if explicit is not None:
+        return explicit.expanduser()
+    return session().data_dir
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+@click.command("server")
+@host_option
+@port_option
+@data_dir_option
+@store_option
+@reports_errors
+def server_cmd(host: str, port: int, data_dir: Path | None, store_url: str | None) -> None:
+    """Run the meshwork control plane in the foreground (SIGTERM or Ctrl-C stops it)."""
+    from meshwork.control.server import run_server
+
+    load_kinds()  # the server serves every registered kind: make sure all are registered
+    run_server(host=host, port=port, data_dir=_data_dir(data_dir), store_url=store_url)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C while ``up`` runs in the foreground, so both stop the server."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _spinner(message: str) -> contextlib.AbstractContextManager[object]:
+    """A spinner on a terminal; a plain line otherwise."""
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        return Console(stderr=True).status(message)
+    error(message)
+    return contextlib.nullcontext()
+
+
+def _follow(path: Path, offset: int, proc: subprocess.Popen[bytes]) -> int | None:
+    """Copy new bytes of the log to stdout until the server exits; return its exit code."""
+    out = sys.stdout.buffer
+    with path.open("rb") as f:
+        f.seek(offset)
+        while True:
+            chunk = f.read(LOG_CHUNK)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            code = proc.poll()
+            if code is not None:
+                rest = f.read()
+                if rest:
+                    out.write(rest)
+                    out.flush()
+                return code
+            time.sleep(LOG_FOLLOW_INTERVAL_S)
+
+
+@click.command("up")
+@file_option
+@click.option(
+    "-d",
+    "--detach",
+    is_flag=True,
+    help="Return once the server is ready and the manifests applied.",
+)
+@click.option("-n", "--namespace", default=None, help="Namespace for manifests that name none.")
+@host_option
+@port_option
+@data_dir_option
+@store_option
+@reports_errors
+def up_cmd(
+    files: tuple[str, ...],
+    detach: bool,
+    namespace: str | None,
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    store_url: str | None,
+) -> None:
+    """Start the server if it is not running, wait until it is ready, and apply manifests.
+
+    Without -d, stay in the foreground showing the server log; Ctrl-C stops
+    the server (if this command started it).
+    """
+    if port == 0:
+        raise click.UsageError("`up` needs a fixed --port to wait on (0 picks one only for `server`)")
+    directory = _data_dir(data_dir)
+    desired: list[apply_mod.Desired] = []
+    if files:
+        load_kinds()
+        # Validate everything before starting anything: a typo should not cost a server start.
+        desired = apply_mod.plan(apply_mod.load(files), session().namespace(namespace))
+
+    existing = daemon.running_server(directory)
+    proc: subprocess.Popen[bytes] | None = None
+    offset = 0
+    if existing is not None:
+        config = read_client_config(directory)
+        client = Client(config.server, config.token)
+        error(f"meshwork server already running (pid {existing}) at {config.server}")
+        with _spinner("waiting for the meshwork server to be ready..."):
+            daemon.wait_ready(client, None)
+    else:
+        proc, offset = daemon.start_server(directory, host=host, port=port, store_url=store_url)
+        client = Client(_url(host, port), None)
+        try:
+            with (
+                _sigterm_as_interrupt(),
+                _spinner(f"starting the meshwork server on {client.server}..."),
+            ):
+                daemon.wait_ready(client, proc, directory)
+        except (daemon.DaemonError, KeyboardInterrupt) as exc:
+            daemon.stop_process(proc.pid, proc=proc)
+            tail = daemon.log_tail(directory, offset)
+            if isinstance(exc, KeyboardInterrupt):
+                raise SystemExit(130) from None
+            hint = ""
+            if "address already in use" in tail.lower():
+                hint = (
+                    f"\nhint: another process listens on {host}:{port}; choose another with --port"
+                )
+            raise daemon.DaemonError(
+                f"{exc}\n--- last lines of {directory / daemon.LOG_FILE} ---\n{tail}{hint}"
+            ) from None
+        config = read_client_config(directory)
+        client = Client(config.server, config.token)
+
+    if detach or proc is None:
+        failures = apply_mod.apply_all(client, desired, echo=click.echo, error=error)
+        if proc is not None:
+            error(
+                f"meshwork server running at {client.server} (pid {proc.pid}); "
+                f"logs in {directory / daemon.LOG_FILE}; stop it with `meshwork down`"
+            )
+        elif not detach:
+            error("the server was already running; it keeps running (stop it with `meshwork down`)")
+        if failures:
+            raise SystemExit(1)
+        return
+    _foreground(client, proc, directory, offset, desired)
+
+
+def _foreground(
+    client: Client,
+    proc: subprocess.Popen[bytes],
+    directory: Path,
+    offset: int,
+    desired: list[apply_mod.Desired],
+) -> None:
+    """Apply, then stream the server log until Ctrl-C (or SIGTERM); then stop the server.
+
+    Whatever ends this command — an interrupt, an error while applying — the
+    server it started is stopped, so no process is left behind.
+    """
+    code: int | None = None
+    failures = 0
+    try:
+        with _sigterm_as_interrupt():
+            failures = apply_mod.apply_all(client, desired, echo=click.echo, error=error)
+            error(
+                f"meshwork server running at {client.server} (pid {proc.pid}); press Ctrl-C to stop it"
+            )
+            code = _follow(directory / daemon.LOG_FILE, offset, proc)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if code is None:
+            error("stopping the meshwork server...")
+            result = daemon.stop_process(proc.pid, proc=proc)
+            error(f"meshwork server {result}")
+    if code is not None:
+        error(f"the meshwork server exited with code {code}")
+        raise SystemExit(1 if code else 0)
+    if failures:
+        raise SystemExit(1)
+
+
+@click.command("down")
+@data_dir_option
+@click.option(
+    "--timeout",
+    type=float,
+    default=daemon.STOP_TIMEOUT_S,
+    show_default=True,
+    help="Seconds before SIGKILL.",
+)
+@reports_errors
+def down_cmd(data_dir: Path | None, timeout: float) -> None:
+    """Stop the meshwork server running from this data dir (SIGTERM, then SIGKILL after --timeout)."""
+    directory = _data_dir(data_dir)
+    pid = daemon.read_pid(directory)
+    if pid is None:
+        click.echo(f"no meshwork server is running (no {directory / daemon.PID_FILE})")
+        return
+    if not daemon.process_alive(pid):
+        daemon.remove_stale_pid_file(directory, pid)
+        click.echo(f"no meshwork server is running (removed the stale pid file for pid {pid})")
+        return
+    if not daemon.is_meshwork_process(pid):
+        raise daemon.DaemonError(
+            f"pid {pid} in {directory / daemon.PID_FILE} is not a meshwork server; "
+            "remove the stale file if no server runs"
+        )
+    result = daemon.stop_process(pid, timeout=timeout)
+    daemon.remove_stale_pid_file(directory, pid)
+    if result == "killed":
+        click.echo(f"meshwork server (pid {pid}) did not stop within {timeout:.0f}s and was killed")
+    else:
+        click.echo(f"meshwork server (pid {pid}) stopped")
+
+
+__all__ = ["down_cmd", "server_cmd", "up_cmd"]
