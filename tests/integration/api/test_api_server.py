@@ -410,3 +410,38 @@ def test_the_error_body_is_a_status_object(api: Http) -> None:
     assert reply.status == 400
     body = json.loads(reply.body)
     assert body["kind"] == "Status" and body["status"] == "Failure" and body["code"] == 400
+
+
+SVCS = "/api/v1/namespaces/alloc/services"
+
+
+def _svc(name: str, **spec) -> dict:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
+            "spec": {"selector": {"app": name}, "ports": [{"port": 80}], **spec}}
+
+
+def test_services_get_unique_cluster_ips_from_the_loopback_range(api: Http) -> None:
+    ips = set()
+    for i in range(5):
+        spec = api.post(SVCS, _svc(f"s{i}")).json["spec"]
+        assert spec["clusterIP"].startswith("127.96.") and spec["clusterIPs"] == [spec["clusterIP"]]
+        assert spec["ipFamilies"] == ["IPv4"] and spec["ipFamilyPolicy"] == "SingleStack"
+        assert spec["ports"][0]["targetPort"] == 80
+        ips.add(spec["clusterIP"])
+    assert len(ips) == 5
+    taken = next(iter(ips))
+    clash = api.post(SVCS, _svc("clash", clusterIP=taken))
+    assert clash.status == 422 and "already allocated" in clash.json["message"]
+    headless = api.post(SVCS, _svc("headless", clusterIP="None")).json
+    assert headless["spec"]["clusterIP"] == "None"
+
+
+def test_service_updates_keep_the_cluster_ip_and_refuse_changing_it(api: Http) -> None:
+    created = api.post(SVCS, _svc("keep", type="NodePort")).json
+    ip, node_port = created["spec"]["clusterIP"], created["spec"]["ports"][0]["nodePort"]
+    assert 30000 <= node_port <= 32767
+    body = _svc("keep", type="NodePort")  # a manifest without the allocated fields
+    updated = api.put(f"{SVCS}/keep", body).json
+    assert updated["spec"]["clusterIP"] == ip and updated["spec"]["ports"][0]["nodePort"] == node_port
+    changed = api.put(f"{SVCS}/keep", _svc("keep", type="NodePort", clusterIP="127.96.9.9"))
+    assert changed.status == 422 and "immutable" in changed.json["message"]

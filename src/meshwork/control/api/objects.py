@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from meshwork.control.api import strategy
+from meshwork.control.api import allocate, strategy
 from meshwork.control.api.cache import CachedObject, WatchCache
 from meshwork.control.api.paths import object_key
 from meshwork.control.store.base import Record, Store
@@ -75,6 +75,7 @@ class Objects:
         self.store = store
         self.cache = cache
         self._ns_lock = asyncio.Lock()
+        self._alloc_lock = asyncio.Lock()
 
     # -- validation --------------------------------------------------------
 
@@ -147,6 +148,21 @@ class Objects:
                 raise BadRequest("a namespace is required for namespaced objects")
             await self._admit_namespace(namespace)
         obj = strategy.prepare_create(info, obj, uid=str(uuid.uuid4()), now=now_rfc3339())
+        if info.group == "" and info.kind == "Service":
+            async with self._alloc_lock:  # allocation and create together, so no two get one IP
+                return await self._create_service(info, namespace, obj, dry_run=dry_run)
+        return await self._store_new(info, namespace, obj, dry_run=dry_run)
+
+    async def _create_service(
+        self, info: KindInfo, namespace: str | None, obj: dict[str, Any], *, dry_run: bool
+    ) -> tuple[Record, dict[str, Any]]:
+        used_ips, used_ports = allocate.taken(i.obj for i in self.cache.list(info.resource))
+        allocate.assign_service(obj, used_ips, used_ports)
+        return await self._store_new(info, namespace, obj, dry_run=dry_run)
+
+    async def _store_new(
+        self, info: KindInfo, namespace: str | None, obj: dict[str, Any], *, dry_run: bool
+    ) -> tuple[Record, dict[str, Any]]:
         if dry_run:
             return Record(object_key(info, namespace, obj["metadata"]["name"]), encode(obj), 0, 0), obj
         key = object_key(info, namespace, obj["metadata"]["name"])

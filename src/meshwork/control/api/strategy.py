@@ -12,6 +12,7 @@ import copy
 import secrets
 from typing import Any
 
+from meshwork.errors import FieldCause, ValidationError
 from meshwork.model.base import KindInfo
 
 # Kubernetes' generateName suffix: 5 characters from an alphabet without vowels
@@ -87,6 +88,8 @@ def prepare_update(info: KindInfo, new: dict[str, Any], old: dict[str, Any]) -> 
             new["status"] = old["status"]
         else:
             new.pop("status", None)
+    if info.group == "" and info.kind == "Service":
+        _keep_allocations(new, old)
     if tracks_generation(new):
         generation = old_meta.get("generation", 1)
         meta["generation"] = generation + 1 if new.get("spec") != old.get("spec") else generation
@@ -129,3 +132,32 @@ def owner_uids(obj: dict[str, Any]) -> list[str]:
 
 def is_terminating(obj: dict[str, Any]) -> bool:
     return bool(obj.get("metadata", {}).get("deletionTimestamp"))
+
+
+SERVICE_ALLOCATED = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")
+
+
+def _keep_allocations(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """An update that leaves out a Service's allocated fields keeps them, as upstream does.
+
+    ``clusterIP`` is immutable: a different value is refused.
+    """
+    new_spec, old_spec = new.setdefault("spec", {}), old.get("spec") or {}
+    wanted = new_spec.get("clusterIP")
+    if wanted and old_spec.get("clusterIP") and wanted != old_spec["clusterIP"] and new_spec.get("type") != "ExternalName":
+        name = new.get("metadata", {}).get("name", "")
+        raise ValidationError(
+            f'Service "{name}" is invalid: spec.clusterIP: field is immutable',
+            causes=[FieldCause("spec.clusterIP", "field is immutable", "FieldValueInvalid")],
+            kind="Service",
+            name=name,
+        )
+    for field in SERVICE_ALLOCATED:
+        if field not in new_spec and field in old_spec:
+            new_spec[field] = old_spec[field]
+    old_ports = {(p.get("port"), p.get("protocol", "TCP")): p.get("nodePort") for p in old_spec.get("ports") or []}
+    if new_spec.get("type") in ("NodePort", "LoadBalancer"):
+        for port in new_spec.get("ports") or []:
+            previous = old_ports.get((port.get("port"), port.get("protocol", "TCP")))
+            if previous and not port.get("nodePort"):
+                port["nodePort"] = previous
