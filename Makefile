@@ -18,9 +18,8 @@ $(STAMP): pyproject.toml
 demo: install
 	@$(BIN)/python examples/demo/run.py
 
-# The whole suite: unit, contract, integration and fault tests.
-test: install
-	@scripts/need-deb sqlite3
+# The whole suite: lint, then unit, contract, integration and fault tests.
+test: install lint
 	@$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # Unit tests only: no sockets, no processes.
@@ -28,11 +27,12 @@ test-fast: install
 	@$(BIN)/python -m pytest -q tests/unit tests/fuzz
 
 bench: install
+	@scripts/need-deb etcd-server
 	@$(BIN)/python -m bench
 
 lint: install
 	@$(BIN)/ruff check src tests bench
-	@$(BIN)/mypy
+	@$(BIN)/mypy --no-error-summary
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from support.server import ServerProcess, configmap
 
 pytestmark = pytest.mark.fault

@@ -40,7 +40,7 @@ class ServerProcess:
             [sys.executable, "-m", "meshwork", "server", "--host", "127.0.0.1", "--port", str(self.port),
              "--data-dir", str(self.data_dir), *extra],
             stdout=subprocess.PIPE,
-            stderr=open(self.data_dir / "test-server.log", "a"),  # noqa: SIM115
+            stderr=open(self.data_dir / "test-server.log", "a"),
             text=True,
             env=env,
             start_new_session=True,
@@ -108,7 +108,7 @@ class Http:
         *,
         content_type: str = "application/json",
         raw: bytes | None = None,
-        token: str | None | bool = True,
+        token: str | bool | None = True,
         timeout: float = 30.0,
     ) -> Reply:
         headers = {"Content-Type": content_type} if (body is not None or raw is not None) else {}

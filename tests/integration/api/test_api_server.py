@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from support.server import Http, ServerProcess, configmap, pod, running_server
 
 pytestmark = pytest.mark.integration

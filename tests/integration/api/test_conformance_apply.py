@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support.server import ServerProcess, running_server
 
 from meshwork.client import Client
 from meshwork.errors import AlreadyExists
 from meshwork.model.base import to_wire
 from meshwork.model.loader import load_manifests
+from support.server import ServerProcess, running_server
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshwork.control.api.allocate import NODE_PORT_RANGE, SERVICE_CIDR, assign_service, pick_ip, pick_port, taken
+from meshwork.control.api.allocate import (
+    NODE_PORT_RANGE,
+    SERVICE_CIDR,
+    assign_service,
+    pick_ip,
+    pick_port,
+    taken,
+)
 from meshwork.errors import ValidationError
 
 
@@ -18,7 +25,7 @@ def test_pick_ip_never_returns_a_taken_address(offsets) -> None:
 
 
 def test_pick_ip_returns_none_when_full() -> None:
-    net = ipaddress.ip_network("127.200.0.0/30")
+    net = ipaddress.IPv4Network("127.200.0.0/30")
     assert pick_ip({"127.200.0.1", "127.200.0.2"}, net) is None
 
 

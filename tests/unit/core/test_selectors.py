@@ -99,7 +99,7 @@ def test_field_selector(selector: str, expected: bool) -> None:
 
 
 def test_unsupported_field_is_named() -> None:
-    with pytest.raises(BadRequest, match="spec.replicas"):
+    with pytest.raises(BadRequest, match=r"spec\.replicas"):
         parse_field_selector("spec.replicas=3")
 
 

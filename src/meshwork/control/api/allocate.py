@@ -16,7 +16,7 @@ from meshwork.errors import FieldCause, ValidationError
 # Service ClusterIPs come from a loopback range of their own (DESIGN.md: pods use
 # 127.1.0.0/16 on the first node; Linux routes all of 127.0.0.0/8 to lo), so a
 # node's proxy can listen on them without root.
-SERVICE_CIDR = ipaddress.ip_network("127.96.0.0/16")
+SERVICE_CIDR = ipaddress.IPv4Network("127.96.0.0/16")
 # Kubernetes' default --service-node-port-range.
 NODE_PORT_RANGE = range(30000, 32768)
 

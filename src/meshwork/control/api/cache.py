@@ -14,6 +14,7 @@ own history (``Store.watch``), which answers ``Gone`` once compacted.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import heapq
 import json
@@ -219,7 +220,7 @@ class WatchCache:
         bucket = self._objects.get(resource_of(key))
         return bucket.get(key) if bucket else None
 
-    def list(self, resource: str, namespace: str | None = None) -> list[CachedObject]:
+    def list(self, resource: str, namespace: str | None = None) -> builtins.list[CachedObject]:
         """Objects of ``resource`` (optionally one namespace), sorted by key."""
         bucket = self._objects.get(resource, {})
         if namespace is None:
@@ -230,7 +231,7 @@ class WatchCache:
     def count(self, resource: str) -> int:
         return len(self._objects.get(resource, {}))
 
-    def resources(self) -> list[str]:
+    def resources(self) -> builtins.list[str]:
         return [r for r, b in self._objects.items() if b]
 
     # -- watches -----------------------------------------------------------

@@ -233,7 +233,7 @@ class ApiServer:
             except (TypeError, ValueError):
                 raise BadRequest(f"invalid gracePeriodSeconds {grace!r}") from None
         pre = body.get("preconditions") or {}
-        return DeleteOptions(policy, grace, pre.get("uid"), pre.get("resourceVersion"))
+        return DeleteOptions(policy, grace, pre.get("uid"), pre.get("resourceVersion"))  # type: ignore[arg-type]
 
     async def _delete_collection(self, rp: ResourcePath, query: dict[str, list[str]]) -> Response:
         labels, fields = self._selectors(query)

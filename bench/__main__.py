@@ -1,0 +1,16 @@
+"""``make bench``: every benchmark, each printing its figures beside a same-run reference."""
+
+import runpy
+import sys
+from pathlib import Path
+
+BENCHES = ["bench.api_bench", "bench.store_bench"]
+
+if __name__ == "__main__":
+    for name in BENCHES:
+        path = Path(__file__).parent / (name.split(".")[1] + ".py")
+        if not path.exists():
+            continue
+        print(f"\n## {name}\n", flush=True)
+        sys.argv = [name]
+        runpy.run_module(name, run_name="__main__")

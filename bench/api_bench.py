@@ -1,0 +1,200 @@
+"""API server benchmarks (issue: foundation), each beside a reference measured in the same run.
+
+* creates/s through the API with 8 concurrent clients — reference: etcd 3.4's
+  JSON gateway (``/v3/kv/put``) driven by the same client, an fsync'd KV
+  server doing less per request than we do;
+* list of 10,000 pods — reference: reading the same 10,000 rows straight
+  from SQLite;
+* delay from a write to its delivery to 100 watchers (p50/p99).
+
+Run: ``make bench`` (all benches) or ``.venv/bin/python -m bench.api_bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench.loadgen import percentile, request, run
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from support.server import ServerProcess  # noqa: E402
+
+
+def pod_body(name: str) -> bytes:
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "bench", "tier": "web"}},
+        "spec": {"containers": [{
+            "name": "app", "image": "registry.example/app:1.0", "command": ["python3", "-m", "http.server", "8080"],
+            "ports": [{"containerPort": 8080, "name": "http"}],
+            "env": [{"name": "MODE", "value": "bench"}],
+            "readinessProbe": {"httpGet": {"path": "/", "port": 8080}},
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+        }]},
+    }).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_creates(server: ServerProcess, total: int, clients: int) -> tuple[float, float, float]:
+    auth = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"}
+    result = asyncio.run(run(
+        "127.0.0.1", server.port,
+        lambda i: request("POST", "/api/v1/namespaces/bench/pods", pod_body(f"pod-{i:05d}"), auth),
+        total=total, connections=clients,
+    ))
+    assert result.failed == 0, f"{result.failed} creates failed"
+    return result.rate, percentile(result.latencies, 50) * 1e3, percentile(result.latencies, 99) * 1e3
+
+
+def bench_etcd_puts(total: int, clients: int) -> tuple[float, float, float] | None:
+    etcd = shutil.which("etcd")
+    if etcd is None:
+        return None
+    tmp = Path(tempfile.mkdtemp(prefix="bench-etcd-"))
+    client_port, peer_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [etcd, "--data-dir", str(tmp / "data"), "--listen-client-urls", f"http://127.0.0.1:{client_port}",
+         "--advertise-client-urls", f"http://127.0.0.1:{client_port}",
+         "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+         "--initial-cluster", f"default=http://127.0.0.1:{peer_port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                conn = http.client.HTTPConnection("127.0.0.1", client_port, timeout=2)
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    break
+            time.sleep(0.1)
+        value = base64.b64encode(pod_body("x")).decode()
+
+        def put(i: int) -> bytes:
+            key = base64.b64encode(f"/registry/pods/bench/pod-{i:05d}".encode()).decode()
+            body = json.dumps({"key": key, "value": value}).encode()
+            return request("POST", "/v3/kv/put", body, {"Content-Type": "application/json"})
+
+        result = asyncio.run(run("127.0.0.1", client_port, put, total=total, connections=clients))
+        return result.rate, percentile(result.latencies, 50) * 1e3, percentile(result.latencies, 99) * 1e3
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_list(server: ServerProcess, rounds: int) -> tuple[float, float, int]:
+    api = server.client()
+    times, count = [], 0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        reply = api.get("/api/v1/namespaces/bench/pods")
+        times.append(time.perf_counter() - t0)
+        count = len(json.loads(reply.body)["items"]) if not count else count
+    api.close()
+    # Reference: the same rows straight out of SQLite (no HTTP, no server).
+    db = sqlite3.connect(server.data_dir / "store.db")
+    ref = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        rows = db.execute("SELECT value FROM kv WHERE key >= 'pods/bench/' AND key < 'pods/bench0'").fetchall()
+        b"[" + b",".join(r[0] for r in rows) + b"]"
+        ref.append(time.perf_counter() - t0)
+    db.close()
+    return percentile(times, 50) * 1e3, percentile(ref, 50) * 1e3, count
+
+
+def bench_watch_fanout(server: ServerProcess, watchers: int, writes: int) -> tuple[float, float, float]:
+    """Delay from the write's acknowledgement... measured from just before the write is sent."""
+    api = server.client()
+    rv = json.loads(api.get("/api/v1/namespaces/fanout/configmaps").body)["metadata"]["resourceVersion"]
+    sent: dict[str, float] = {}
+    delays: list[float] = []
+    lock = threading.Lock()
+    ready = threading.Barrier(watchers + 1)
+
+    def watch() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        conn.request("GET", f"/api/v1/namespaces/fanout/configmaps?watch=1&resourceVersion={rv}",
+                     headers={"Authorization": f"Bearer {server.token}"})
+        resp = conn.getresponse()
+        ready.wait()
+        seen = 0
+        while seen < writes:
+            line = resp.readline()
+            if not line:
+                break
+            now = time.perf_counter()
+            name = line.split(b'"name":"', 1)[1].split(b'"', 1)[0].decode()
+            with lock:
+                delays.append(now - sent[name])
+            seen += 1
+        conn.close()
+
+    threads = [threading.Thread(target=watch, daemon=True) for _ in range(watchers)]
+    for t in threads:
+        t.start()
+    ready.wait()
+    for i in range(writes):
+        name = f"cm-{i}"
+        with lock:
+            sent[name] = time.perf_counter()
+        api.post("/api/v1/namespaces/fanout/configmaps", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}})
+        time.sleep(0.02)
+    for t in threads:
+        t.join(30)
+    api.close()
+    return percentile(delays, 50) * 1e3, percentile(delays, 99) * 1e3, len(delays) / max(1, watchers * writes)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pods", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--watchers", type=int, default=100)
+    parser.add_argument("--writes", type=int, default=100)
+    args = parser.parse_args()
+    print(f"python {sys.version.split()[0]} ({sys.executable}), {os.cpu_count()} cpus")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-api-"))
+    server = ServerProcess(tmp)
+    try:
+        server.start()
+        rate, p50, p99 = bench_creates(server, args.pods, args.clients)
+        ref = bench_etcd_puts(args.pods, args.clients)
+        print("\n| benchmark | meshwork | reference | aim |\n|---|---|---|---|")
+        ref_text = f"{ref[0]:,.0f}/s (p50 {ref[1]:.1f} ms, p99 {ref[2]:.1f} ms) etcd 3.4 put" if ref else "etcd not installed"
+        print(f"| creates, {args.clients} clients, {args.pods:,} pods | {rate:,.0f}/s (p50 {p50:.1f} ms, p99 {p99:.1f} ms) | {ref_text} | ≥ 2,000/s |")
+        lst, lst_ref, count = bench_list(server, 7)
+        print(f"| list {count:,} pods (median of 7) | {lst:.0f} ms | {lst_ref:.0f} ms raw SQLite read | ≤ 300 ms |")
+        w50, w99, frac = bench_watch_fanout(server, args.watchers, args.writes)
+        print(f"| write → {args.watchers} watchers delay | p50 {w50:.1f} ms, p99 {w99:.1f} ms ({frac:.0%} delivered) | — | p99 ≤ 20 ms |")
+    finally:
+        server.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
