@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from meshwork import __version__
+from meshwork.control.api import strategy
 from meshwork.control.api.cache import CachedEvent, CachedObject, WatchCache
 from meshwork.control.api.gc import GarbageCollector
 from meshwork.control.api.objects import DeleteOptions, Objects, encode
@@ -36,6 +37,7 @@ from meshwork.errors import (
     MethodNotAllowed,
     NotFound,
     StoreFull,
+    TooLarge,
     Unauthenticated,
     UnsupportedMediaType,
 )
@@ -212,6 +214,8 @@ class ApiServer:
             raise UnsupportedMediaType(f"unsupported content type {ctype!r}; send application/json")
         if not req.body:
             raise BadRequest("the request body is empty")
+        if len(req.body) > strategy.MAX_OBJECT_BYTES:
+            raise TooLarge(f"the object is larger than {strategy.MAX_OBJECT_BYTES} bytes (etcd's request limit)")
         return decode_json(req.body)
 
     def _delete_options(self, req: Request) -> DeleteOptions:

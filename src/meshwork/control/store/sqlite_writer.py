@@ -6,7 +6,7 @@ transaction (a failed op is rolled back to its savepoint and fails alone),
 commits once — one fsync for the whole batch — and only then hands the
 outcomes and watch events, in revision order, to ``deliver`` (which the store
 points at its event loop). Compaction deletes history in chunks between
-batches; ``wal_checkpoint(TRUNCATE)`` runs here too, since it must not race a
+batches; ``wal_checkpoint(RESTART)`` runs here too, since it must not race a
 write.
 
 Must not live here: anything that touches the event loop, readers, or watchers.
@@ -302,7 +302,7 @@ class Writer:
         try:
             conn.execute(f"PRAGMA busy_timeout = {CHECKPOINT_BUSY_TIMEOUT_MS}")
             try:
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
             finally:
                 conn.execute(f"PRAGMA busy_timeout = {WRITE_BUSY_TIMEOUT_MS}")
             op.outcome = None
