@@ -87,6 +87,7 @@ class Subscription:
         default_factory=lambda: asyncio.Queue(WATCHER_QUEUE)
     )
     overflowed: bool = False
+    timed_out: bool = False
 
     def offer(self, event: CachedEvent) -> bool:
         """Queue ``event`` if it is ours; False when the watcher fell too far behind."""

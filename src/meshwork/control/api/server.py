@@ -17,7 +17,7 @@ from typing import Any
 
 from meshwork import __version__
 from meshwork.control.api import strategy
-from meshwork.control.api.cache import CachedEvent, CachedObject, WatchCache
+from meshwork.control.api.cache import CachedEvent, CachedObject, Subscription, WatchCache
 from meshwork.control.api.gc import GarbageCollector
 from meshwork.control.api.objects import DeleteOptions, Objects, encode
 from meshwork.control.api.paths import DiscoveryPath, ResourcePath, parse_path
@@ -52,6 +52,9 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/livez", "/version"})
 # A watch with no timeoutSeconds ends after this long (Kubernetes picks 30-60 min);
 # clients re-watch from their last resourceVersion.
 DEFAULT_WATCH_TIMEOUT = 1800.0
+
+# Queued into a watch's subscription when its timeoutSeconds runs out.
+_WATCH_TIMEOUT = object()
 
 PATCH_TYPES = {
     "application/merge-patch+json": "merge",
@@ -307,63 +310,80 @@ class ApiServer:
             from_rev = self.cache.revision  # a future revision: start from now
         if from_rev is None or self.cache.can_resume(from_rev):
             sub = self.cache.subscribe(prefix, from_rev)
-            events = self._from_cache(sub)
+            pump = None
         else:
             if from_rev < self.store.compacted_revision:
                 raise Gone(f"too old resource version: {from_rev} ({self.store.compacted_revision})")
-            events = self._from_store(prefix, from_rev)
-        return StreamingResponse(200, self._stream(events, rp, labels, fields, limit))
+            # Older than the cache's ring: the store's own history serves it.
+            sub = Subscription(prefix)
+            pump = asyncio.ensure_future(self._pump_store(sub, prefix, from_rev))
+        return StreamingResponse(200, self._stream(sub, pump, rp, labels, fields, limit))
 
-    async def _from_cache(self, sub: Any) -> AsyncIterator[tuple[str, CachedObject]]:
+    async def _pump_store(self, sub: Subscription, prefix: str, from_rev: int) -> None:
+        """Feed a subscription from the store's watch (resumption older than the cache)."""
         try:
-            while True:
-                event: CachedEvent | None = await sub.queue.get()
-                if event is None:
-                    if sub.overflowed:
-                        raise Gone("the watch fell too far behind; list and watch again")
-                    return
-                yield event.type, event.item
+            async for event in self.store.watch(prefix, from_rev):
+                if not sub.offer(CachedEvent(event.type, CachedObject(event.record))):
+                    break
+        except Gone:
+            sub.overflowed = True
         finally:
-            self.cache.unsubscribe(sub)
-
-    async def _from_store(self, prefix: str, from_rev: int) -> AsyncIterator[tuple[str, CachedObject]]:
-        async for event in self.store.watch(prefix, from_rev):
-            yield event.type, CachedObject(event.record)
+            with contextlib.suppress(asyncio.QueueFull):
+                sub.queue.put_nowait(None)
 
     async def _stream(
         self,
-        events: AsyncIterator[tuple[str, CachedObject]],
+        sub: Subscription,
+        pump: asyncio.Future[None] | None,
         rp: ResourcePath,
         labels: LabelSelector,
         fields: FieldSelector,
         limit: float,
     ) -> AsyncIterator[bytes]:
+        """Watch events as newline-delimited JSON. Every event already queued goes
+        out in one chunk (one write), and the time limit is a queued marker, so
+        an idle watch costs nothing per event beyond its own bytes."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit
-        it = events.__aiter__()
+        timer = loop.call_later(limit, self._end_watch, sub)
         filtered = not (labels.empty and fields.empty)
+        queue = sub.queue
         try:
-            while not self.closing.is_set():
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+            while True:
+                batch = [await queue.get()]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                lines: list[bytes] = []
+                finished = False
+                for event in batch:
+                    if event is None or event is _WATCH_TIMEOUT:
+                        if event is None and sub.overflowed:
+                            err = Gone("the watch fell too far behind; list and watch again")
+                            lines.append(b'{"type":"ERROR","object":%s}\n' % status_bytes(err))
+                        finished = True
+                        break
+                    item = event.item
+                    if filtered and not (
+                        labels.matches(item.obj.get("metadata", {}).get("labels")) and fields.matches(item.obj)
+                    ):
+                        continue
+                    lines.append(b'{"type":"%s","object":%s}\n' % (event.type.encode(), _converted(item, rp)))
+                if lines:
+                    yield b"".join(lines)
+                if finished or sub.timed_out or self.closing.is_set():
                     return
-                try:
-                    etype, item = await asyncio.wait_for(it.__anext__(), remaining)
-                except (StopAsyncIteration, TimeoutError):
-                    return
-                except Gone as err:
-                    yield b'{"type":"ERROR","object":%s}\n' % status_bytes(err)
-                    return
-                if filtered and not (
-                    labels.matches(item.obj.get("metadata", {}).get("labels")) and fields.matches(item.obj)
-                ):
-                    continue
-                yield b'{"type":"%s","object":%s}\n' % (etype.encode(), _converted(item, rp))
         finally:
-            aclose = getattr(it, "aclose", None)
-            if aclose is not None:
-                with contextlib.suppress(Exception):
-                    await aclose()
+            timer.cancel()
+            self.cache.unsubscribe(sub)
+            if pump is not None:
+                pump.cancel()
+
+    @staticmethod
+    def _end_watch(sub: Subscription) -> None:
+        # A full queue means the stream is not waiting: it sees the flag after its batch.
+        # (Dropping a queued event to make room would leave the client a gap.)
+        sub.timed_out = True
+        with contextlib.suppress(asyncio.QueueFull):
+            sub.queue.put_nowait(_WATCH_TIMEOUT)  # type: ignore[arg-type]
 
     # -- discovery ---------------------------------------------------------
 
