@@ -446,3 +446,29 @@ def test_service_updates_keep_the_cluster_ip_and_refuse_changing_it(api: Http) -
     assert updated["spec"]["clusterIP"] == ip and updated["spec"]["ports"][0]["nodePort"] == node_port
     changed = api.put(f"{SVCS}/keep", _svc("keep", type="NodePort", clusterIP="127.96.9.9"))
     assert changed.status == 422 and "immutable" in changed.json["message"]
+
+
+def test_jobs_get_a_generated_selector_and_template_labels(api: Http) -> None:
+    job = {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "pi"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "pi", "image": "perl", "command": ["true"]}]}}},
+    }
+    created = api.post("/apis/batch/v1/namespaces/jobs/jobs", job)
+    assert created.status == 201, created.body
+    obj = created.json
+    uid = obj["metadata"]["uid"]
+    assert obj["spec"]["selector"] == {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
+    labels = obj["spec"]["template"]["metadata"]["labels"]
+    assert labels["batch.kubernetes.io/controller-uid"] == uid and labels["batch.kubernetes.io/job-name"] == "pi"
+    assert labels["controller-uid"] == uid and labels["job-name"] == "pi"
+    wrong = {**job, "metadata": {"name": "wrong"}}
+    wrong["spec"] = {**job["spec"], "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "not-mine"}}}
+    assert api.post("/apis/batch/v1/namespaces/jobs/jobs", wrong).status == 422
+
+
+def test_pods_run_as_the_default_service_account_which_every_namespace_has(api: Http) -> None:
+    created = api.post("/api/v1/namespaces/sa-ns/pods", pod("sa")).json
+    assert created["spec"]["serviceAccountName"] == "default" and created["spec"]["serviceAccount"] == "default"
+    assert api.get("/api/v1/namespaces/sa-ns/serviceaccounts/default").status == 200
+    named = pod("named", serviceAccountName="reader")
+    assert api.post("/api/v1/namespaces/sa-ns/pods", named).json["spec"]["serviceAccount"] == "reader"

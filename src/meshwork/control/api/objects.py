@@ -180,7 +180,19 @@ class Objects:
         if info.group == "" and info.kind == "Service":
             async with self._alloc_lock:  # allocation and create together, so no two get one IP
                 return await self._create_service(info, namespace, obj, dry_run=dry_run)
-        return await self._store_new(info, namespace, obj, dry_run=dry_run)
+        created = await self._store_new(info, namespace, obj, dry_run=dry_run)
+        if info.group == "" and info.kind == "Namespace" and not dry_run:
+            await self._default_service_account(obj["metadata"]["name"])
+        return created
+
+    async def _default_service_account(self, namespace: str) -> None:
+        """Every namespace has a ``default`` ServiceAccount, as Kubernetes' controller makes."""
+        sa_info = REGISTRY.for_group_kind("", "ServiceAccount")
+        assert sa_info is not None
+        try:
+            await self.create(sa_info, namespace, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}})
+        except AlreadyExists:
+            pass
 
     async def _create_service(
         self, info: KindInfo, namespace: str | None, obj: dict[str, Any], *, dry_run: bool

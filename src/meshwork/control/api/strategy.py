@@ -51,6 +51,10 @@ def prepare_create(info: KindInfo, obj: dict[str, Any], *, uid: str, now: str) -
         meta["generation"] = 1
     else:
         meta.pop("generation", None)
+    if info.group == "batch" and info.kind == "Job":
+        _generate_job_selector(obj, uid)
+    if info.group == "" and info.kind == "Pod":
+        _default_service_account(obj)
     if info.has_status:
         obj.pop("status", None)
         initial = initial_status(info, obj)
@@ -161,3 +165,48 @@ def _keep_allocations(new: dict[str, Any], old: dict[str, Any]) -> None:
             previous = old_ports.get((port.get("port"), port.get("protocol", "TCP")))
             if previous and not port.get("nodePort"):
                 port["nodePort"] = previous
+
+
+# Job labels the API server adds to a Job's pod template (batch/v1, Kubernetes 1.27+;
+# the unprefixed pair is kept for older clients, as upstream does).
+JOB_CONTROLLER_UID = "batch.kubernetes.io/controller-uid"
+JOB_NAME = "batch.kubernetes.io/job-name"
+LEGACY_JOB_LABELS = ("controller-uid", "job-name")
+
+
+def _generate_job_selector(job: dict[str, Any], uid: str) -> None:
+    """Kubernetes' selector generation for a Job without ``manualSelector: true``.
+
+    The template gets labels unique to this Job, and the selector selects the
+    controller-uid one, so two Jobs' pods never overlap.
+    """
+    spec = job.setdefault("spec", {})
+    if spec.get("manualSelector") is True:
+        return
+    name = job.get("metadata", {}).get("name", "")
+    labels = spec.setdefault("template", {}).setdefault("metadata", {}).setdefault("labels", {})
+    for key, value in (
+        (LEGACY_JOB_LABELS[0], uid),
+        (JOB_CONTROLLER_UID, uid),
+        (LEGACY_JOB_LABELS[1], name),
+        (JOB_NAME, name),
+    ):
+        labels.setdefault(key, value)
+    selector = spec.get("selector") or {}
+    match = selector.setdefault("matchLabels", {})
+    if match.setdefault(JOB_CONTROLLER_UID, uid) != uid:
+        raise ValidationError(
+            f'Job.batch "{name}" is invalid: spec.selector: `selector` not auto-generated',
+            causes=[FieldCause("spec.selector", "`selector` not auto-generated")],
+            kind="Job",
+            name=name,
+        )
+    spec["selector"] = selector
+
+
+def _default_service_account(pod: dict[str, Any]) -> None:
+    """The ServiceAccount admission default: a pod runs as its namespace's ``default``."""
+    spec = pod.setdefault("spec", {})
+    name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    spec["serviceAccountName"] = name
+    spec["serviceAccount"] = name  # the deprecated alias, kept equal as upstream does
