@@ -472,3 +472,24 @@ def test_pods_run_as_the_default_service_account_which_every_namespace_has(api: 
     assert api.get("/api/v1/namespaces/sa-ns/serviceaccounts/default").status == 200
     named = pod("named", serviceAccountName="reader")
     assert api.post("/api/v1/namespaces/sa-ns/pods", named).json["spec"]["serviceAccount"] == "reader"
+
+
+def test_a_pod_on_a_node_stops_gracefully_until_its_node_confirms(api: Http) -> None:
+    api.post(PODS, pod("graceful", nodeName="node-1", terminationGracePeriodSeconds=15))
+    reply = api.delete(f"{PODS}/graceful")
+    assert reply.status == 202
+    meta = reply.json["metadata"]
+    assert meta["deletionTimestamp"] and meta["deletionGracePeriodSeconds"] == 15
+    # The node agent reports the pod stopping: the pod stays while its grace period runs.
+    status = api.patch(f"{PODS}/graceful/status", {"status": {"phase": "Running"}})
+    assert status.status == 200
+    assert api.get(f"{PODS}/graceful").status == 200
+    # The agent confirms with a zero-grace delete: now it is gone.
+    assert api.delete(f"{PODS}/graceful", {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0}).status == 200
+    assert api.get(f"{PODS}/graceful").status == 404
+
+
+def test_a_pod_on_no_node_is_deleted_at_once(api: Http) -> None:
+    api.post(PODS, pod("unbound"))
+    assert api.delete(f"{PODS}/unbound").status == 200
+    assert api.get(f"{PODS}/unbound").status == 404

@@ -275,8 +275,8 @@ class Objects:
             return current.record
         if dry_run:
             return Record(current.key, encode(new), current.record.create_revision, current.revision)
-        if strategy.is_terminating(new) and not strategy.finalizers_of(new):
-            # The last finalizer is gone: the object's deletion completes now.
+        if strategy.deletion_complete(new):
+            # The last finalizer is gone and no grace period runs: deletion completes now.
             try:
                 record = await self.store.delete(current.key, current.revision)
             except Conflict:

@@ -138,6 +138,20 @@ def is_terminating(obj: dict[str, Any]) -> bool:
     return bool(obj.get("metadata", {}).get("deletionTimestamp"))
 
 
+def deletion_complete(obj: dict[str, Any]) -> bool:
+    """A terminating object with no finalizers left and no grace period running is gone.
+
+    A pod stopping gracefully (grace > 0) stays, whatever its status updates
+    say, until its node confirms with a zero-grace delete.
+    """
+    meta = obj.get("metadata", {})
+    return (
+        is_terminating(obj)
+        and not meta.get("finalizers")
+        and not meta.get("deletionGracePeriodSeconds")
+    )
+
+
 SERVICE_ALLOCATED = ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy")
 
 
