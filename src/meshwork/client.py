@@ -23,7 +23,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from meshwork import errors
 from meshwork.errors import ApiError, FieldCause
-from meshwork.model.base import KindInfo, split_api_version
+from meshwork.model.kinds import KindInfo, split_api_version
 
 # Requests that are not watches give up after this long; a healthy local server
 # answers in milliseconds, and a list of thousands of objects in well under this.

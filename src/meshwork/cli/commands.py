@@ -17,7 +17,6 @@ from typing import Any
 import click
 
 from meshwork import __version__
-from meshwork.cli import apply as apply_mod
 from meshwork.cli.context import error, reports_errors, session
 from meshwork.cli.describe import describe, events_about
 from meshwork.cli.get import GetOptions, run_get, run_watch, with_type
@@ -58,6 +57,8 @@ def apply_cmd(files: tuple[str, ...], namespace: str | None) -> None:
         raise click.UsageError("must specify one of -f and -k (give -f PATH, or -f - for stdin)")
     load_kinds()
     sess = session()
+    from meshwork.cli import apply as apply_mod  # loads the models: only apply needs them
+
     manifests = apply_mod.load(files)
     desired = apply_mod.plan(manifests, sess.namespace(namespace))
     failures = apply_mod.apply_all(sess.client(), desired, echo=click.echo, error=error)
@@ -115,7 +116,7 @@ def _related(client: Client, target: Target, obj: dict[str, Any]) -> dict[str, A
     """Objects a describer shows besides the object itself (a Service's Endpoints)."""
     if (target.info.group, target.info.kind) != ("", "Service"):
         return {}
-    from meshwork.model.base import REGISTRY
+    from meshwork.model.kinds import REGISTRY
 
     ep = REGISTRY.for_group_kind("", "Endpoints")
     meta = obj.get("metadata") or {}
@@ -128,7 +129,7 @@ def _related(client: Client, target: Target, obj: dict[str, Any]) -> dict[str, A
 
 
 def _events_for(client: Client, obj: dict[str, Any], kind: str) -> list[Mapping[str, Any]] | None:
-    from meshwork.model.base import REGISTRY
+    from meshwork.model.kinds import REGISTRY
 
     info = REGISTRY.for_group_kind("", "Event")
     if info is None:
@@ -269,6 +270,8 @@ def delete_cmd(
     if files:
         if args:
             raise click.UsageError("give either -f PATH or KIND NAME, not both")
+        from meshwork.cli import apply as apply_mod
+
         for d in apply_mod.plan(apply_mod.load(files), ns):
             work.append(
                 (Target(d.info, (d.name,)), d.namespace, d.name, d.source.rsplit(":", 1)[0])

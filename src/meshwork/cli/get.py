@@ -28,7 +28,7 @@ from meshwork.cli.printers import (
 from meshwork.cli.resolve import Target, kind_label
 from meshwork.client import Client
 from meshwork.errors import ApiError, BadRequest, Gone, NotFound
-from meshwork.model.base import KindInfo
+from meshwork.model.kinds import KindInfo
 
 Echo = Callable[[str], None]
 

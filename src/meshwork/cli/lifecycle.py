@@ -19,16 +19,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 
-from meshwork.cli import apply as apply_mod
 from meshwork.cli import daemon
 from meshwork.cli.commands import file_option
 from meshwork.cli.config import read_client_config
 from meshwork.cli.context import error, reports_errors, session
 from meshwork.cli.resolve import load_kinds
 from meshwork.client import Client
+
+if TYPE_CHECKING:
+    from meshwork.cli import apply as apply_mod
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7380
@@ -156,6 +159,8 @@ def up_cmd(
     """
     if port == 0:
         raise click.UsageError("`up` needs a fixed --port to wait on (0 picks one only for `server`)")
+    from meshwork.cli import apply as apply_mod  # the models: only manifests need them
+
     directory = _data_dir(data_dir)
     desired: list[apply_mod.Desired] = []
     if files:
@@ -224,6 +229,8 @@ def _foreground(
     Whatever ends this command — an interrupt, an error while applying — the
     server it started is stopped, so no process is left behind.
     """
+    from meshwork.cli import apply as apply_mod
+
     code: int | None = None
     failures = 0
     try:

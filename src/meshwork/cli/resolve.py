@@ -10,12 +10,10 @@ What must not live here: HTTP or printing.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 
 from meshwork.errors import MeshworkError
-from meshwork.model.base import REGISTRY, KindInfo, Registry
+from meshwork.model.kinds import REGISTRY, KindInfo, Registry
 
 # What ``get all`` lists, in kubectl's order (kinds meshwork does not serve are skipped).
 ALL_CATEGORY: tuple[tuple[str, str], ...] = (
@@ -54,18 +52,9 @@ class Target:
     names: tuple[str, ...] = ()
 
 
-_loaded = False
-
-
 def load_kinds() -> Registry:
-    """Import every module of ``meshwork.model`` so that each kind registers itself."""
-    global _loaded
-    if not _loaded:
-        import meshwork.model as model_pkg
-
-        for module in pkgutil.iter_modules(model_pkg.__path__):
-            importlib.import_module(f"{model_pkg.__name__}.{module.name}")
-        _loaded = True
+    """The kind registry. Names, groups and versions come from the kind index,
+    so no model is imported until one is used (``KindInfo.model``)."""
     return REGISTRY
 
 

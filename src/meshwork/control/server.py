@@ -22,6 +22,7 @@ from meshwork.control.api.server import ApiServer
 from meshwork.control.auth import ensure_data_dir, load_or_create_token
 from meshwork.control.store.open import open_store
 from meshwork.httpd import HttpServer
+from meshwork.model.kinds import REGISTRY
 
 log = logging.getLogger("meshwork.server")
 
@@ -48,6 +49,7 @@ async def serve(
 ) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT when it is not given)."""
     ensure_data_dir(data_dir)
+    REGISTRY.load_all()  # every model now, so no request pays for importing one
     token = load_or_create_token(data_dir)
     store = open_store(store_url or f"sqlite:///{data_dir / 'store.db'}")
     api = ApiServer(store, tokens={token: "admin"})

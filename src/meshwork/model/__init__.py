@@ -1,21 +1,10 @@
-"""The typed resource model: one pydantic model per kind, all registered in ``REGISTRY``.
+"""The typed resource model: one pydantic model per kind.
 
-Importing this package registers every kind meshwork serves, so the API
-server, the CLI and the controllers always see the same set.
+Importing this package is cheap: it loads the kind registry (names, groups,
+versions) and no model. A kind's model is imported when first used
+(``KindInfo.model``); ``REGISTRY.load_all()`` imports every one.
 """
 
-from meshwork.model import (  # noqa: F401  (imported for their registrations)
-    argo_analysis,
-    argo_rollouts,
-    argo_workflows,
-    autoscaling,
-    core,
-    istio_networking,
-    istio_security,
-    pod,
-    rbac,
-    workloads,
-)
-from meshwork.model.base import REGISTRY, KindInfo, Resource, to_wire
+from meshwork.model.kinds import REGISTRY, KindInfo, Registry
 
-__all__ = ["REGISTRY", "KindInfo", "Resource", "to_wire"]
+__all__ = ["REGISTRY", "KindInfo", "Registry"]

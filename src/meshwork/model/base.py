@@ -21,11 +21,18 @@ Rules for every model in ``meshwork.model``:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+
+# The kind registry lives in kinds.py (no pydantic); re-exported here for the models.
+from meshwork.model.kinds import REGISTRY as REGISTRY
+from meshwork.model.kinds import KindInfo as KindInfo
+from meshwork.model.kinds import NameRule as NameRule
+from meshwork.model.kinds import Registry as Registry
+from meshwork.model.kinds import api_version_of as api_version_of
+from meshwork.model.kinds import split_api_version as split_api_version
 
 # Kubernetes' "int or string" (targetPort, maxSurge) and quantities ("500m", 0.5, 2).
 IntOrString = int | str
@@ -185,113 +192,6 @@ class Resource(Model):
 
     # Filled by ``register``: the KindInfo this model is stored under.
     info: ClassVar[KindInfo]
-
-
-NameRule = Literal["subdomain", "label", "path"]
-
-
-@dataclass(frozen=True, slots=True)
-class KindInfo:
-    """How one kind is named, versioned and stored.
-
-    ``versions[0]`` is the storage (preferred) version; every listed version is
-    served and accepted on input, and objects are stored at the preferred one.
-    """
-
-    group: str
-    versions: tuple[str, ...]
-    kind: str
-    plural: str
-    singular: str
-    model: type[Resource]
-    namespaced: bool = True
-    short_names: tuple[str, ...] = ()
-    has_status: bool = True
-    name_rule: NameRule = "subdomain"
-    categories: tuple[str, ...] = field(default=())
-
-    @property
-    def preferred_version(self) -> str:
-        return self.versions[0]
-
-    @property
-    def api_version(self) -> str:
-        """The preferred ``apiVersion`` string: ``v1`` or ``group/version``."""
-        return api_version_of(self.group, self.versions[0])
-
-    @property
-    def resource(self) -> str:
-        """``plural`` for the core group, ``plural.group`` otherwise (kubectl's full name)."""
-        return f"{self.plural}.{self.group}" if self.group else self.plural
-
-    def api_versions(self) -> tuple[str, ...]:
-        return tuple(api_version_of(self.group, v) for v in self.versions)
-
-
-def api_version_of(group: str, version: str) -> str:
-    return f"{group}/{version}" if group else version
-
-
-def split_api_version(api_version: str) -> tuple[str, str]:
-    """``apps/v1`` -> (``apps``, ``v1``); ``v1`` -> (``""``, ``v1``)."""
-    group, _, version = api_version.rpartition("/")
-    return group, version
-
-
-class Registry:
-    """Every kind meshwork knows, found by apiVersion+kind or by any of its names."""
-
-    def __init__(self) -> None:
-        self._by_gvk: dict[tuple[str, str, str], KindInfo] = {}
-        self._by_group_kind: dict[tuple[str, str], KindInfo] = {}
-        self._by_name: dict[str, list[KindInfo]] = {}
-        self._by_group_plural: dict[tuple[str, str], KindInfo] = {}
-
-    def register(self, info: KindInfo) -> KindInfo:
-        info.model.info = info
-        for version in info.versions:
-            self._by_gvk[(info.group, version, info.kind)] = info
-        self._by_group_kind[(info.group, info.kind)] = info
-        self._by_group_plural[(info.group, info.plural)] = info
-        names = {info.plural, info.singular, info.kind.lower(), *info.short_names}
-        for name in names:
-            for alias in (name, f"{name}.{info.group}" if info.group else name):
-                bucket = self._by_name.setdefault(alias.lower(), [])
-                if info not in bucket:
-                    bucket.append(info)
-        return info
-
-    def for_api_version(self, api_version: str, kind: str) -> KindInfo | None:
-        group, version = split_api_version(api_version)
-        return self._by_gvk.get((group, version, kind))
-
-    def for_group_kind(self, group: str, kind: str) -> KindInfo | None:
-        return self._by_group_kind.get((group, kind))
-
-    def for_resource(self, group: str, plural: str) -> KindInfo | None:
-        """The kind served at ``/apis/{group}/{version}/{plural}``."""
-        return self._by_group_plural.get((group, plural))
-
-    def for_name(self, name: str) -> list[KindInfo]:
-        """Kinds a CLI user may mean by ``name``: plural, singular, short name or ``name.group``.
-
-        More than one result means the name is ambiguous across groups; the
-        caller picks the core group first, as kubectl does.
-        """
-        return list(self._by_name.get(name.lower(), []))
-
-    def known_kinds(self) -> list[KindInfo]:
-        return sorted(set(self._by_group_kind.values()), key=lambda i: (i.group, i.kind))
-
-    def kinds_for(self, api_version: str) -> list[KindInfo]:
-        group, version = split_api_version(api_version)
-        return sorted(
-            {i for (g, v, _), i in self._by_gvk.items() if g == group and v == version},
-            key=lambda i: i.kind,
-        )
-
-
-REGISTRY = Registry()
 
 
 def to_wire(obj: Resource) -> dict[str, Any]:
