@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from support.server import configmap, running_server
 
 pytestmark = pytest.mark.fault
