@@ -22,6 +22,7 @@ from meshwork.control.api.gc import GarbageCollector
 from meshwork.control.api.objects import DeleteOptions, Objects, encode
 from meshwork.control.api.paths import DiscoveryPath, ResourcePath, parse_path
 from meshwork.control.api.status import status_bytes
+from meshwork.control.runner import Runner
 from meshwork.control.store.base import Store
 from meshwork.core.selectors import (
     FieldSelector,
@@ -87,12 +88,18 @@ def _converted(item: CachedObject, rp: ResourcePath) -> bytes:
 
 
 class ApiServer:
-    def __init__(self, store: Store, *, tokens: dict[str, str]) -> None:
-        """``tokens`` maps bearer tokens to user names (the admin token among them)."""
+    def __init__(self, store: Store, *, tokens: dict[str, str], controllers: bool = True) -> None:
+        """``tokens`` maps bearer tokens to user names (the admin token among them);
+        ``controllers`` runs the built-in workload controllers in this process."""
         self.store = store
         self.cache = WatchCache(store)
         self.objects = Objects(store, self.cache)
         self.gc = GarbageCollector(self.objects, self.cache)
+        self.runner: Runner | None = None
+        if controllers:
+            from meshwork.control.controllers import builtin_controllers
+
+            self.runner = Runner(self.objects, self.cache, builtin_controllers(self.cache))
         self._tokens = tokens
         self._watches: set[asyncio.Task[Any]] = set()
         self.closing = asyncio.Event()
@@ -102,6 +109,8 @@ class ApiServer:
         await self.gc.start()
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             await self._ensure_namespace(ns)
+        if self.runner is not None:
+            await self.runner.start()
 
     async def _ensure_namespace(self, name: str) -> None:
         info = REGISTRY.for_group_kind("", "Namespace")
@@ -111,6 +120,8 @@ class ApiServer:
 
     async def close(self) -> None:
         self.closing.set()
+        if self.runner is not None:
+            await self.runner.close()
         await self.gc.close()
         await self.cache.close()
 

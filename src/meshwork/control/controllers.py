@@ -1,0 +1,221 @@
+"""The built-in controllers: each pure reconcile with its two cache adapters.
+
+``keys_for`` says which keys an object change concerns (a pod's change
+concerns its ReplicaSet, and through it the Deployment); ``view`` reads the
+objects a reconcile needs from the watch cache, as typed models. Nothing
+here decides anything: the decisions are in ``meshwork.core.reconcile``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+from meshwork.control.api.cache import CachedEvent, CachedObject, WatchCache, resource_of
+from meshwork.control.runner import Controller
+from meshwork.core.reconcile import Outcome
+from meshwork.core.reconcile.cronjob import reconcile_cronjob
+from meshwork.core.reconcile.deployment import reconcile_deployment
+from meshwork.core.reconcile.endpoints import reconcile_endpoints
+from meshwork.core.reconcile.job import reconcile_job
+from meshwork.core.reconcile.replicaset import reconcile_replicaset
+from meshwork.core.selectors import selector_from_spec
+from meshwork.model.base import Resource
+from meshwork.model.core import Endpoints, Service
+from meshwork.model.kinds import REGISTRY, KindInfo
+from meshwork.model.pod import Pod
+from meshwork.model.workloads import CronJob, Deployment, Job, ReplicaSet
+
+M = TypeVar("M", bound=Resource)
+
+
+def _info(group: str, kind: str) -> KindInfo:
+    info = REGISTRY.for_group_kind(group, kind)
+    assert info is not None, kind
+    return info
+
+
+PODS = _info("", "Pod")
+SERVICES = _info("", "Service")
+ENDPOINTS = _info("", "Endpoints")
+REPLICASETS = _info("apps", "ReplicaSet")
+DEPLOYMENTS = _info("apps", "Deployment")
+JOBS = _info("batch", "Job")
+CRONJOBS = _info("batch", "CronJob")
+
+
+def _key(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata", {})
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+
+
+def _split(key: str) -> tuple[str, str]:
+    namespace, _, name = key.partition("/")
+    return namespace, name
+
+
+def _controller_ref(obj: dict[str, Any]) -> dict[str, Any] | None:
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return dict(ref)
+    return None
+
+
+def _owner_key(item: CachedObject, kind: str) -> str | None:
+    """``ns/name`` of the controller owning ``item`` when it is a ``kind``."""
+    if kind.encode() not in item.record.value:  # cheap test before decoding
+        return None
+    ref = _controller_ref(item.obj)
+    if ref is None or ref.get("kind") != kind:
+        return None
+    return f"{item.obj['metadata'].get('namespace', '')}/{ref.get('name', '')}"
+
+
+class Views:
+    """Typed reads from the watch cache."""
+
+    def __init__(self, cache: WatchCache) -> None:
+        self.cache = cache
+
+    def one(self, info: KindInfo, model: type[M], key: str) -> M | None:
+        namespace, name = _split(key)
+        item = self.cache.get(f"{info.resource}/{namespace}/{name}")
+        return model.model_validate(item.obj) if item is not None else None
+
+    def all_in(self, info: KindInfo, model: type[M], namespace: str, owner_uid: str | None = None) -> list[M]:
+        items = self.cache.list(info.resource, namespace)
+        if owner_uid is not None:
+            needle = owner_uid.encode()
+            items = [i for i in items if needle in i.record.value]
+        return [model.model_validate(i.obj) for i in items]
+
+    def keys(self, info: KindInfo) -> Iterator[str]:
+        for item in self.cache.list(info.resource):
+            yield _key(item.obj)
+
+
+def replicaset_controller(views: Views) -> Controller:
+    def keys_for(event: CachedEvent) -> Iterable[str]:
+        resource = resource_of(event.key)
+        if resource == REPLICASETS.resource:
+            return [_key(event.item.obj)]
+        if resource == PODS.resource:
+            key = _owner_key(event.item, "ReplicaSet")
+            return [key] if key else []
+        return []
+
+    def reconcile(key: str, now: float) -> Outcome:
+        rs = views.one(REPLICASETS, ReplicaSet, key)
+        if rs is None:
+            return Outcome()
+        pods = views.all_in(PODS, Pod, _split(key)[0], owner_uid=rs.metadata.uid)
+        return reconcile_replicaset(rs, pods, now)
+
+    return Controller("replicaset", keys_for, lambda: views.keys(REPLICASETS), reconcile)
+
+
+def deployment_controller(views: Views) -> Controller:
+    def keys_for(event: CachedEvent) -> Iterable[str]:
+        resource = resource_of(event.key)
+        if resource == DEPLOYMENTS.resource:
+            return [_key(event.item.obj)]
+        if resource == REPLICASETS.resource:
+            key = _owner_key(event.item, "Deployment")
+            return [key] if key else []
+        if resource == PODS.resource:
+            rs_key = _owner_key(event.item, "ReplicaSet")
+            if rs_key is None:
+                return []
+            namespace, name = _split(rs_key)
+            rs = views.cache.get(f"{REPLICASETS.resource}/{namespace}/{name}")
+            key = _owner_key(rs, "Deployment") if rs is not None else None
+            return [key] if key else []
+        return []
+
+    def reconcile(key: str, now: float) -> Outcome:
+        deploy = views.one(DEPLOYMENTS, Deployment, key)
+        if deploy is None:
+            return Outcome()
+        namespace = _split(key)[0]
+        replicasets = views.all_in(REPLICASETS, ReplicaSet, namespace, owner_uid=deploy.metadata.uid)
+        pods = views.all_in(PODS, Pod, namespace)
+        return reconcile_deployment(deploy, replicasets, pods, now)
+
+    return Controller("deployment", keys_for, lambda: views.keys(DEPLOYMENTS), reconcile)
+
+
+def job_controller(views: Views) -> Controller:
+    def keys_for(event: CachedEvent) -> Iterable[str]:
+        resource = resource_of(event.key)
+        if resource == JOBS.resource:
+            return [_key(event.item.obj)]
+        if resource == PODS.resource:
+            key = _owner_key(event.item, "Job")
+            return [key] if key else []
+        return []
+
+    def reconcile(key: str, now: float) -> Outcome:
+        job = views.one(JOBS, Job, key)
+        if job is None:
+            return Outcome()
+        pods = views.all_in(PODS, Pod, _split(key)[0], owner_uid=job.metadata.uid)
+        return reconcile_job(job, pods, now)
+
+    return Controller("job", keys_for, lambda: views.keys(JOBS), reconcile)
+
+
+def cronjob_controller(views: Views) -> Controller:
+    def keys_for(event: CachedEvent) -> Iterable[str]:
+        resource = resource_of(event.key)
+        if resource == CRONJOBS.resource:
+            return [_key(event.item.obj)]
+        if resource == JOBS.resource:
+            key = _owner_key(event.item, "CronJob")
+            return [key] if key else []
+        return []
+
+    def reconcile(key: str, now: float) -> Outcome:
+        cj = views.one(CRONJOBS, CronJob, key)
+        if cj is None:
+            return Outcome()
+        jobs = views.all_in(JOBS, Job, _split(key)[0], owner_uid=cj.metadata.uid)
+        return reconcile_cronjob(cj, jobs, now)
+
+    return Controller("cronjob", keys_for, lambda: views.keys(CRONJOBS), reconcile)
+
+
+def endpoints_controller(views: Views) -> Controller:
+    def keys_for(event: CachedEvent) -> Iterable[str]:
+        resource = resource_of(event.key)
+        if resource in (SERVICES.resource, ENDPOINTS.resource):
+            return [_key(event.item.obj)]
+        if resource == PODS.resource:
+            pod = event.item.obj
+            namespace = pod.get("metadata", {}).get("namespace", "")
+            labels = pod.get("metadata", {}).get("labels") or {}
+            keys = []
+            for svc in views.cache.list(SERVICES.resource, namespace):
+                selector = (svc.obj.get("spec") or {}).get("selector")
+                if selector and selector_from_spec({"matchLabels": selector}).matches(labels):
+                    keys.append(_key(svc.obj))
+            return keys
+        return []
+
+    def reconcile(key: str, now: float) -> Outcome:
+        service = views.one(SERVICES, Service, key)
+        existing = views.one(ENDPOINTS, Endpoints, key)
+        pods = views.all_in(PODS, Pod, _split(key)[0]) if service is not None else []
+        return reconcile_endpoints(service, pods, existing)
+
+    return Controller("endpoints", keys_for, lambda: views.keys(SERVICES), reconcile)
+
+
+def builtin_controllers(cache: WatchCache) -> list[Controller]:
+    views = Views(cache)
+    return [
+        deployment_controller(views),
+        replicaset_controller(views),
+        job_controller(views),
+        cronjob_controller(views),
+        endpoints_controller(views),
+    ]

@@ -1,0 +1,240 @@
+"""The controllers' shell: a workqueue of keys, views from the watch cache, actions as CAS writes.
+
+Each controller is a pure ``reconcile`` (``meshwork.core.reconcile``) plus
+two small adapters: which keys an object change concerns, and how to build
+the view a key's reconcile reads. The runner owns everything else, as
+controller-runtime's does:
+
+* the queue de-duplicates keys, and a key is never reconciled twice at once
+  (one worker: keys are reconciled one after another);
+* ``requeue_after`` schedules a later look; an exception retries with
+  exponential back-off (5 ms doubling to 60 s); ``TerminalError`` is logged
+  and not retried;
+* actions are applied in order through ``Objects`` (the API's own rules);
+  a conflict or a vanished object stops the rest and reconciles the key again
+  from the new state, never overwriting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from meshwork.control.api.cache import CachedEvent, WatchCache
+from meshwork.control.api.objects import DeleteOptions, Objects, new_uid, now_rfc3339
+from meshwork.core.reconcile import (
+    Action,
+    CreateObject,
+    DeleteObject,
+    Outcome,
+    RecordEvent,
+    UpdateObject,
+    UpdateStatus,
+)
+from meshwork.errors import AlreadyExists, ApiError, Conflict, NotFound, TerminalError
+from meshwork.model.base import to_wire
+from meshwork.model.kinds import REGISTRY
+
+log = logging.getLogger(__name__)
+
+# controller-runtime's default rate limiter: 5 ms doubling, capped.
+BACKOFF_BASE_S = 0.005
+BACKOFF_MAX_S = 60.0
+
+
+@dataclass(frozen=True)
+class Controller:
+    """A pure reconcile and its two adapters to the cache."""
+
+    name: str
+    keys_for: Callable[[CachedEvent], Iterable[str]]
+    initial_keys: Callable[[], Iterable[str]]
+    reconcile: Callable[[str, float], Outcome]
+
+
+def _named(event: RecordEvent, created: dict[str, list[str]]) -> RecordEvent:
+    """A pure reconcile names a pod it creates by its generateName ("Created pod:
+    web-5d9f-"): put in the name the server chose, as upstream's event says."""
+    prefix, _, name = event.message.rpartition(" ")
+    names = created.get(name)
+    if not prefix or not names:
+        return event
+    return RecordEvent(event.about, event.type, event.reason, f"{prefix} {names.pop(0)}")
+
+
+class Runner:
+    def __init__(
+        self,
+        objects: Objects,
+        cache: WatchCache,
+        controllers: Iterable[Controller],
+        *,
+        clock: Callable[[], float] = time.time,
+        component: str = "meshwork-controller-manager",
+    ) -> None:
+        self._objects = objects
+        self._cache = cache
+        self._controllers = {c.name: c for c in controllers}
+        self._clock = clock
+        self._component = component
+        self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._queued: set[tuple[str, str]] = set()
+        self._failures: dict[tuple[str, str], int] = {}
+        self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.reconciles = 0
+
+    async def start(self) -> None:
+        self._cache.add_listener(self._on_event)
+        for controller in self._controllers.values():
+            for key in controller.initial_keys():
+                self.enqueue(controller.name, key)
+        self._task = asyncio.create_task(self._work(), name="controllers")
+
+    async def close(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # -- the queue ---------------------------------------------------------
+
+    def _on_event(self, event: CachedEvent) -> None:
+        for controller in self._controllers.values():
+            try:
+                keys = list(controller.keys_for(event))
+            except Exception:
+                log.exception("%s: mapping %s to keys failed", controller.name, event.key)
+                continue
+            for key in keys:
+                self.enqueue(controller.name, key)
+
+    def enqueue(self, controller: str, key: str) -> None:
+        item = (controller, key)
+        if item not in self._queued:
+            self._queued.add(item)
+            self._queue.put_nowait(item)
+
+    def _enqueue_after(self, item: tuple[str, str], delay: float) -> None:
+        old = self._timers.pop(item, None)
+        if old is not None:
+            old.cancel()
+
+        def fire() -> None:
+            self._timers.pop(item, None)
+            self.enqueue(*item)
+
+        self._timers[item] = asyncio.get_running_loop().call_later(delay, fire)
+
+    async def _work(self) -> None:
+        while True:
+            item = await self._queue.get()
+            self._queued.discard(item)
+            controller = self._controllers[item[0]]
+            try:
+                outcome = controller.reconcile(item[1], self._clock())
+                self.reconciles += 1
+                applied = await self._apply(outcome)
+            except asyncio.CancelledError:
+                raise
+            except TerminalError as exc:
+                log.warning("%s %s: %s (not retried)", controller.name, item[1], exc)
+                self._failures.pop(item, None)
+                continue
+            except Exception:
+                failures = self._failures.get(item, 0) + 1
+                self._failures[item] = failures
+                delay = min(BACKOFF_BASE_S * 2 ** (failures - 1), BACKOFF_MAX_S)
+                log.exception("%s %s failed (attempt %d); retrying in %.3fs", controller.name, item[1], failures, delay)
+                self._enqueue_after(item, delay)
+                continue
+            self._failures.pop(item, None)
+            if not applied:
+                self.enqueue(*item)  # the world moved under us: look again
+            elif outcome.requeue_after is not None:
+                self._enqueue_after(item, max(0.0, outcome.requeue_after))
+
+    # -- applying actions ------------------------------------------------------
+
+    async def _apply(self, outcome: Outcome) -> bool:
+        """Apply actions in order; False when one found the world changed (409/404)."""
+        created: dict[str, list[str]] = {}  # generateName -> names the server gave
+        for action in outcome.actions:
+            if isinstance(action, RecordEvent):
+                action = _named(action, created)
+            try:
+                name = await self._apply_one(action)
+                if name and isinstance(action, CreateObject) and action.obj.metadata.generate_name:
+                    created.setdefault(action.obj.metadata.generate_name, []).append(name)
+            except (Conflict, NotFound) as exc:
+                if isinstance(exc, AlreadyExists) and isinstance(action, CreateObject):
+                    continue  # created by an earlier pass whose write we had not seen yet
+                log.debug("action %s: %s; reconciling again", type(action).__name__, exc)
+                return False
+        return True
+
+    async def _apply_one(self, action: Action) -> str | None:
+        """Apply one action; for a create, the name the server gave the object."""
+        objects = self._objects
+        if isinstance(action, CreateObject | UpdateObject | UpdateStatus):
+            obj = action.obj
+            info = type(obj).info
+            wire = to_wire(obj)
+            namespace = obj.metadata.namespace if info.namespaced else None
+            if isinstance(action, CreateObject):
+                _, stored = await objects.create(info, namespace, wire)
+                return str(stored["metadata"]["name"])
+            else:
+                sub = "status" if isinstance(action, UpdateStatus) else None
+                await objects.update(info, namespace, obj.metadata.name or "", wire, subresource=sub)
+        elif isinstance(action, DeleteObject):
+            target = REGISTRY.for_group_kind(action.group, action.kind)
+            if target is None:
+                raise ApiError(f"cannot delete unknown kind {action.group}/{action.kind}")
+            try:
+                await objects.delete(
+                    target, action.namespace, action.name,
+                    DeleteOptions(action.propagation, precondition_uid=action.uid),
+                )
+            except NotFound:
+                pass  # already gone: what we wanted
+        elif isinstance(action, RecordEvent):
+            await self._record(action)
+        return None
+
+    async def _record(self, action: RecordEvent) -> None:
+        about = action.about
+        info = REGISTRY.for_group_kind("", "Event")
+        assert info is not None
+        namespace = about.namespace or "default"
+        now = now_rfc3339()
+        involved: dict[str, Any] = {"kind": about.kind, "name": about.name, "namespace": about.namespace}
+        owner_info = REGISTRY.for_group_kind(about.group, about.kind)
+        if owner_info is not None:
+            involved["apiVersion"] = owner_info.api_version
+        if about.uid:
+            involved["uid"] = about.uid
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            # Kubernetes names events <object>.<unique hex suffix>.
+            "metadata": {"name": f"{about.name}.{new_uid().replace('-', '')[:16]}", "namespace": namespace},
+            "involvedObject": involved,
+            "reason": action.reason,
+            "message": action.message,
+            "type": action.type,
+            "source": {"component": self._component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": self._component,
+        }
+        with contextlib.suppress(AlreadyExists):
+            await self._objects.create(info, namespace, event)
