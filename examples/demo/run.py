@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,6 +37,10 @@ def main() -> None:
         step("apply Kubernetes and Istio manifests", "apply", "-f", str(HERE / "app.yaml"))
         step("applying again changes nothing", "apply", "-f", str(HERE / "app.yaml"))
         step("what the server holds", "get", "deployments,services,configmaps", "-n", "shop")
+        time.sleep(1)  # the controllers work in the background
+        step("controllers made ReplicaSets, pods and Endpoints (pods wait for a node agent)",
+             "get", "replicasets,pods,endpoints", "-n", "shop")
+        step("what happened, as events", "get", "events", "-n", "shop")
         step("Istio routing", "get", "virtualservices,destinationrules", "-n", "shop")
         step("defaults are filled in as upstream fills them", "get", "deployment", "catalog-v2", "-n", "shop", "-o", "yaml")
         step("a typo is refused with file, line and field", "apply", "-f", str(HERE / "broken.yaml"), check=False)

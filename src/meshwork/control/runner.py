@@ -166,11 +166,15 @@ class Runner:
     async def _apply(self, outcome: Outcome) -> bool:
         """Apply actions in order; False when one found the world changed (409/404)."""
         created: dict[str, list[str]] = {}  # generateName -> names the server gave
+        # Our own writes move an object's resourceVersion: a later action on the
+        # same object that started from the old one continues from ours (it could
+        # not have succeeded had anyone else written in between).
+        moved: dict[tuple[str, str | None, str], tuple[str, str]] = {}
         for action in outcome.actions:
             if isinstance(action, RecordEvent):
                 action = _named(action, created)
             try:
-                name = await self._apply_one(action)
+                name = await self._apply_one(action, moved)
                 if name and isinstance(action, CreateObject) and action.obj.metadata.generate_name:
                     created.setdefault(action.obj.metadata.generate_name, []).append(name)
             except (Conflict, NotFound) as exc:
@@ -180,7 +184,9 @@ class Runner:
                 return False
         return True
 
-    async def _apply_one(self, action: Action) -> str | None:
+    async def _apply_one(
+        self, action: Action, moved: dict[tuple[str, str | None, str], tuple[str, str]]
+    ) -> str | None:
         """Apply one action; for a create, the name the server gave the object."""
         objects = self._objects
         if isinstance(action, CreateObject | UpdateObject | UpdateStatus):
@@ -191,9 +197,15 @@ class Runner:
             if isinstance(action, CreateObject):
                 _, stored = await objects.create(info, namespace, wire)
                 return str(stored["metadata"]["name"])
-            else:
-                sub = "status" if isinstance(action, UpdateStatus) else None
-                await objects.update(info, namespace, obj.metadata.name or "", wire, subresource=sub)
+            name = obj.metadata.name or ""
+            ident = (info.resource, namespace, name)
+            rv = wire.get("metadata", {}).get("resourceVersion")
+            if ident in moved and moved[ident][0] == rv:
+                wire["metadata"]["resourceVersion"] = moved[ident][1]
+            sub = "status" if isinstance(action, UpdateStatus) else None
+            record = await objects.update(info, namespace, name, wire, subresource=sub)
+            if rv is not None:
+                moved[ident] = (str(rv), str(record.mod_revision))
         elif isinstance(action, DeleteObject):
             target = REGISTRY.for_group_kind(action.group, action.kind)
             if target is None:

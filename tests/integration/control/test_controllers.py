@@ -78,6 +78,13 @@ def test_a_deployment_makes_a_replicaset_and_its_pods(api: Http) -> None:
     names = {p["metadata"]["name"] for p in pods}
     events = eventually(lambda: [e for e in items(api, f"/api/v1/namespaces/{ns}/events") if e["reason"] == "SuccessfulCreate"])
     assert {e["message"].removeprefix("Created pod: ") for e in events} <= names
+    # The Deployment's own writes in one pass (status, then its revision annotation)
+    # chain their resourceVersions, so the event after them is written too.
+    scaled = eventually(lambda: [e for e in items(api, f"/api/v1/namespaces/{ns}/events") if e["reason"] == "ScalingReplicaSet"])
+    assert scaled[0]["message"] == f"Scaled up replica set {rs['metadata']['name']} to 3"
+    assert scaled[0]["involvedObject"]["kind"] == "Deployment"
+    deploy = api.get(f"{DEPLOYS.format(ns=ns)}/web").json
+    assert deploy["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
 
     # Scaling down deletes pods; the Deployment's status follows.
     api.patch(f"{DEPLOYS.format(ns=ns)}/web", {"spec": {"replicas": 1}})
