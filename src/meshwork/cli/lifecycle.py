@@ -75,13 +75,23 @@ def _url(host: str, port: int) -> str:
 @port_option
 @data_dir_option
 @store_option
+@click.option(
+    "--controllers/--no-controllers",
+    default=True,
+    show_default=True,
+    help="Run the built-in controllers (Deployment, ReplicaSet, Job, CronJob, Endpoints, scheduler).",
+)
 @reports_errors
-def server_cmd(host: str, port: int, data_dir: Path | None, store_url: str | None) -> None:
+def server_cmd(
+    host: str, port: int, data_dir: Path | None, store_url: str | None, controllers: bool
+) -> None:
     """Run the meshwork control plane in the foreground (SIGTERM or Ctrl-C stops it)."""
     from meshwork.control.server import run_server
 
-    load_kinds()  # the server serves every registered kind: make sure all are registered
-    run_server(host=host, port=port, data_dir=_data_dir(data_dir), store_url=store_url)
+    load_kinds()
+    run_server(
+        host=host, port=port, data_dir=_data_dir(data_dir), store_url=store_url, controllers=controllers
+    )
 
 
 @contextlib.contextmanager

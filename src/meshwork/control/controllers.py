@@ -19,9 +19,11 @@ from meshwork.core.reconcile.deployment import reconcile_deployment
 from meshwork.core.reconcile.endpoints import reconcile_endpoints
 from meshwork.core.reconcile.job import reconcile_job
 from meshwork.core.reconcile.replicaset import reconcile_replicaset
+from meshwork.core.reconcile.scheduling import reconcile_scheduling
+from meshwork.core.scheduler_filters import build_snapshot
 from meshwork.core.selectors import selector_from_spec
 from meshwork.model.base import Resource
-from meshwork.model.core import Endpoints, Service
+from meshwork.model.core import Endpoints, Node, Service
 from meshwork.model.kinds import REGISTRY, KindInfo
 from meshwork.model.pod import Pod
 from meshwork.model.workloads import CronJob, Deployment, Job, ReplicaSet
@@ -210,6 +212,44 @@ def endpoints_controller(views: Views) -> Controller:
     return Controller("endpoints", keys_for, lambda: views.keys(SERVICES), reconcile)
 
 
+NODES = _info("", "Node")
+
+
+def scheduler_controller(views: Views) -> Controller:
+    """Binds pending pods (no ``spec.nodeName``) to nodes; node changes retry them all."""
+
+    def pending_keys() -> Iterator[str]:
+        for item in views.cache.list(PODS.resource):
+            if b'"nodeName":"' not in item.record.value:
+                yield _key(item.obj)
+
+    def keys_for(event: CachedEvent) -> Iterable[str]:
+        resource = resource_of(event.key)
+        if resource == PODS.resource:
+            if event.type != "DELETED" and b'"nodeName":"' not in event.item.record.value:
+                return [_key(event.item.obj)]
+            if event.type == "DELETED" or b'"Succeeded"' in event.item.record.value or b'"Failed"' in event.item.record.value:
+                return list(pending_keys())  # room was freed
+            return []
+        if resource == NODES.resource:
+            return list(pending_keys())
+        return []
+
+    def reconcile(key: str, now: float) -> Outcome:
+        pod = views.one(PODS, Pod, key)
+        if pod is None or pod.spec.node_name:
+            return Outcome()
+        nodes = [Node.model_validate(i.obj) for i in views.cache.list(NODES.resource)]
+        bound = [
+            Pod.model_validate(i.obj)
+            for i in views.cache.list(PODS.resource)
+            if b'"nodeName":"' in i.record.value
+        ]
+        return reconcile_scheduling(pod, build_snapshot(nodes, bound), now)
+
+    return Controller("scheduler", keys_for, pending_keys, reconcile)
+
+
 def builtin_controllers(cache: WatchCache) -> list[Controller]:
     views = Views(cache)
     return [
@@ -218,4 +258,5 @@ def builtin_controllers(cache: WatchCache) -> list[Controller]:
         job_controller(views),
         cronjob_controller(views),
         endpoints_controller(views),
+        scheduler_controller(views),
     ]

@@ -46,13 +46,14 @@ async def serve(
     store_url: str | None = None,
     stop: asyncio.Event | None = None,
     announce: bool = True,
+    controllers: bool = True,
 ) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT when it is not given)."""
     ensure_data_dir(data_dir)
     REGISTRY.load_all()  # every model now, so no request pays for importing one
     token = load_or_create_token(data_dir)
     store = open_store(store_url or f"sqlite:///{data_dir / 'store.db'}")
-    api = ApiServer(store, tokens={token: "admin"})
+    api = ApiServer(store, tokens={token: "admin"}, controllers=controllers)
     http = HttpServer(api.handle, max_body=MAX_REQUEST_BYTES)
     pid_path = data_dir / PID_FILE
     stop = stop or asyncio.Event()
@@ -89,14 +90,16 @@ async def serve(
                 pid_path.unlink()
 
 
-def run_server(*, host: str, port: int, data_dir: Path, store_url: str | None = None) -> None:
+def run_server(
+    *, host: str, port: int, data_dir: Path, store_url: str | None = None, controllers: bool = True
+) -> None:
     """Blocking entry point for the CLI: run the server on uvloop when it is installed."""
     logging.basicConfig(
         level=os.environ.get("MESHWORK_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    coro = serve(host=host, port=port, data_dir=data_dir, store_url=store_url)
+    coro = serve(host=host, port=port, data_dir=data_dir, store_url=store_url, controllers=controllers)
     try:
         import uvloop
     except ImportError:

@@ -21,7 +21,7 @@ CMS = "/api/v1/namespaces/default/configmaps"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("api")) as srv:
+    with running_server(tmp_path_factory.mktemp("api"), "--no-controllers") as srv:
         yield srv
 
 

@@ -23,7 +23,7 @@ SERVER_OWNED_META = {"uid", "resourceVersion", "generation", "creationTimestamp"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    with running_server(tmp_path_factory.mktemp("conformance")) as srv:
+    with running_server(tmp_path_factory.mktemp("conformance"), "--no-controllers") as srv:
         yield srv
 
 

@@ -163,3 +163,47 @@ def test_a_job_runs_its_completions_with_its_parallelism(api: Http) -> None:
     job = eventually(lambda: (j := api.get(f"/apis/batch/v1/namespaces/{ns}/jobs/work").json) and any(
         c["type"] == "Complete" and c["status"] == "True" for c in (j.get("status") or {}).get("conditions") or []) and j)
     assert job["status"]["succeeded"] == 3
+
+
+def _register_node(api: Http, name: str, cpu: str, memory: str, labels: dict[str, str] | None = None) -> None:
+    """What a node agent does when it joins: create its Node, then report its status."""
+    api.post("/api/v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels or {}}})
+    node = api.get(f"/api/v1/nodes/{name}").json
+    node["status"] = {
+        "capacity": {"cpu": cpu, "memory": memory, "pods": "110"},
+        "allocatable": {"cpu": cpu, "memory": memory, "pods": "110"},
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+    }
+    assert api.put(f"/api/v1/nodes/{name}/status", node).status == 200
+
+
+def test_pods_wait_for_a_node_then_get_bound_where_they_fit(api: Http) -> None:
+    ns = "ctl-sched"
+    big = deployment("big", 1)
+    big["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "3", "memory": "1Gi"}}
+    small = deployment("small", 2)
+    small["spec"]["template"]["spec"]["nodeSelector"] = {"disk": "ssd"}
+    api.post(DEPLOYS.format(ns=ns), big)
+    api.post(DEPLOYS.format(ns=ns), small)
+
+    def scheduled_condition(prefix: str) -> Any:
+        for pod in items(api, PODS.format(ns=ns)):
+            if pod["metadata"]["name"].startswith(prefix):
+                for cond in (pod.get("status") or {}).get("conditions") or []:
+                    if cond["type"] == "PodScheduled" and cond["status"] == "False":
+                        return cond
+        return None
+
+    # No nodes at all: upstream's words, on the pod and as an event.
+    cond = eventually(lambda: scheduled_condition("big-"))
+    assert cond["reason"] == "Unschedulable" and cond["message"] == "no nodes available to schedule pods"
+    eventually(lambda: [e for e in items(api, f"/api/v1/namespaces/{ns}/events") if e["reason"] == "FailedScheduling"])
+
+    # A node joins: pods that fit are bound to it; the one that does not fit says why.
+    _register_node(api, "node-a", cpu="2", memory="8Gi", labels={"disk": "ssd"})
+    bound = eventually(lambda: (p := [x for x in items(api, PODS.format(ns=ns)) if x["metadata"]["name"].startswith("small-") and x["spec"].get("nodeName")]) and len(p) == 2 and p)
+    assert {p["spec"]["nodeName"] for p in bound} == {"node-a"}
+    events = items(api, f"/api/v1/namespaces/{ns}/events")
+    assert any(e["reason"] == "Scheduled" and e["message"] == f"Successfully assigned {ns}/{bound[0]['metadata']['name']} to node-a" for e in events)
+    cond = eventually(lambda: (c := scheduled_condition("big-")) and "Insufficient cpu" in c["message"] and c)
+    assert cond["message"].startswith("0/1 nodes are available: 1 Insufficient cpu.")

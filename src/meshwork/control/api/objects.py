@@ -341,7 +341,29 @@ class Objects:
         dry_run: bool = False,
     ) -> tuple[Record, bool]:
         """Delete an object. Returns its last record and whether it is gone now
-        (False: it is terminating, waiting for finalizers)."""
+        (False: it is terminating, waiting for finalizers).
+
+        Without preconditions a delete that races another write is retried, as
+        the Kubernetes API server does: the caller asked for the object gone,
+        whatever its latest version says.
+        """
+        for attempt in range(PATCH_RETRIES):
+            try:
+                return await self._delete_once(info, namespace, name, opts, dry_run=dry_run)
+            except Conflict:
+                if opts.precondition_uid or opts.precondition_rv or attempt == PATCH_RETRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _delete_once(
+        self,
+        info: KindInfo,
+        namespace: str | None,
+        name: str,
+        opts: DeleteOptions,
+        *,
+        dry_run: bool,
+    ) -> tuple[Record, bool]:
         current = self.get(info, namespace, name)
         meta = current.obj.get("metadata", {})
         if opts.precondition_uid is not None and opts.precondition_uid != meta.get("uid"):
