@@ -203,7 +203,8 @@ def test_pods_wait_for_a_node_then_get_bound_where_they_fit(api: Http) -> None:
     _register_node(api, "node-a", cpu="2", memory="8Gi", labels={"disk": "ssd"})
     bound = eventually(lambda: (p := [x for x in items(api, PODS.format(ns=ns)) if x["metadata"]["name"].startswith("small-") and x["spec"].get("nodeName")]) and len(p) == 2 and p)
     assert {p["spec"]["nodeName"] for p in bound} == {"node-a"}
-    events = items(api, f"/api/v1/namespaces/{ns}/events")
-    assert any(e["reason"] == "Scheduled" and e["message"] == f"Successfully assigned {ns}/{bound[0]['metadata']['name']} to node-a" for e in events)
+    # The Scheduled event is written right after the binding: wait for it, not just the binding.
+    expected = f"Successfully assigned {ns}/{bound[0]['metadata']['name']} to node-a"
+    eventually(lambda: any(e["reason"] == "Scheduled" and e["message"] == expected for e in items(api, f"/api/v1/namespaces/{ns}/events")))
     cond = eventually(lambda: (c := scheduled_condition("big-")) and "Insufficient cpu" in c["message"] and c)
     assert cond["message"].startswith("0/1 nodes are available: 1 Insufficient cpu.")
