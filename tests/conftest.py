@@ -9,12 +9,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CONFORMANCE = SHARED / "conformance"
+from support.conformance import CONFORMANCE, absent_reason
 
 
 @pytest.fixture
 def conformance_dir() -> Path:
     if not CONFORMANCE.is_dir():
-        pytest.skip(f"{CONFORMANCE} is absent: the conformance manifests live beside the repo, in ../shared")
+        pytest.skip(absent_reason())
     return CONFORMANCE

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -22,8 +21,9 @@ import meshwork.model.istio_security  # noqa: F401  (registers the security kind
 from meshwork.errors import ManifestError
 from meshwork.model.base import Resource
 from meshwork.model.loader import parse_text
+from support.conformance import CONFORMANCE as SHARED_CONFORMANCE
 
-CONFORMANCE = Path("/work/shared/conformance")
+CONFORMANCE = SHARED_CONFORMANCE
 FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 BUILTIN_SEEDS = [

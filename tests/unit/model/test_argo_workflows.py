@@ -5,12 +5,9 @@ Covers meshwork.model.argo_workflows and argo_templates.
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -32,35 +29,11 @@ from meshwork.model.argo_workflows import (
 )
 from meshwork.model.base import REGISTRY, ObjectMeta, Resource, to_wire
 from meshwork.model.container import Container
+from support.conformance import CONFORMANCE as SHARED_CONFORMANCE
+from support.conformance import DELETE, argo_docs, patched
 
-CONFORMANCE = Path("/work/shared/conformance/argo-workflows")
-DELETE = object()
+CONFORMANCE = SHARED_CONFORMANCE / "argo-workflows"
 
-
-def argo_docs(folder: Path) -> list[Any]:
-    """Every argoproj.io document under ``folder``, as pytest params named file#index."""
-    if not folder.is_dir():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"{folder} is absent"))]
-    params = []
-    for path in sorted(folder.rglob("*.yaml")):
-        for i, doc in enumerate(yaml.safe_load_all(path.read_text())):
-            if isinstance(doc, dict) and str(doc.get("apiVersion", "")).startswith("argoproj.io/"):
-                params.append(pytest.param(doc, id=f"{path.relative_to(folder)}#{i}"))
-    return params
-
-
-def patched(doc: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
-    """A deep copy of ``doc`` with the dotted ``path`` set to ``value`` (or removed with DELETE)."""
-    out = copy.deepcopy(doc)
-    node: Any = out
-    keys = [int(k) if k.isdigit() else k for k in path.split(".")]
-    for key in keys[:-1]:
-        node = node[key]
-    if value is DELETE:
-        del node[keys[-1]]
-    else:
-        node[keys[-1]] = value
-    return out
 
 
 def assert_error(model: type[Resource], doc: dict[str, Any], loc: tuple[Any, ...], message: str) -> None:

@@ -5,7 +5,6 @@ over every upstream conformance manifest of the kinds this part models."""
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,8 +27,9 @@ from meshwork.model.core import (
     Service,
     ServiceAccount,
 )
+from support.conformance import CONFORMANCE as SHARED_CONFORMANCE
 
-CONFORMANCE = Path("/work/shared/conformance")
+CONFORMANCE = SHARED_CONFORMANCE
 OUR_KINDS = {
     "Pod", "Namespace", "Node", "Service", "Endpoints", "ServiceAccount", "ConfigMap", "Secret",
     "Event", "Deployment", "ReplicaSet", "DaemonSet", "ControllerRevision", "Job", "CronJob",

@@ -17,8 +17,9 @@ from meshwork.model.base import REGISTRY, Registry, to_wire
 from meshwork.model.codec import check_object
 from meshwork.model.istio import duration_nanos
 from meshwork.model.loader import parse_text
+from support.conformance import CONFORMANCE as SHARED_CONFORMANCE
 
-CONFORMANCE = Path("/work/shared/conformance")
+CONFORMANCE = SHARED_CONFORMANCE
 
 
 def istio_registry() -> Registry:
@@ -1233,7 +1234,7 @@ def test_registered(name: str, kind: str, plural: str) -> None:
 # Upstream manifests
 # ---------------------------------------------------------------------------
 
-# Documents per kind in /work/shared/conformance (its README's table).
+# Documents per kind in ../shared/conformance (its README's table).
 UPSTREAM_COUNTS = {
     "VirtualService": 38,
     "DestinationRule": 21,

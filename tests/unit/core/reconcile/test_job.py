@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,9 +27,10 @@ from meshwork.core.reconcile.job import (
 )
 from meshwork.model.pod import Pod
 from meshwork.model.workloads import Job
+from support.conformance import CONFORMANCE
 
 T0 = 1_700_000_000.0
-EXAMPLE = Path("/work/shared/conformance/kubernetes-website/examples/controllers/job-pod-failure-policy-example.yaml")
+EXAMPLE = CONFORMANCE / "kubernetes-website/examples/controllers/job-pod-failure-policy-example.yaml"
 
 
 def make_job(**spec: Any) -> Job:
