@@ -27,7 +27,7 @@ from meshwork.core.reconcile.job import (
 )
 from meshwork.model.pod import Pod
 from meshwork.model.workloads import Job
-from support.conformance import CONFORMANCE
+from support.conformance import CONFORMANCE, absent_reason
 
 T0 = 1_700_000_000.0
 EXAMPLE = CONFORMANCE / "kubernetes-website/examples/controllers/job-pod-failure-policy-example.yaml"
@@ -217,6 +217,8 @@ def test_backoff_limit_per_index() -> None:
 
 
 def test_pod_failure_policy_example_exit_42_fails_job() -> None:
+    if not EXAMPLE.is_file():
+        pytest.skip(absent_reason(EXAMPLE))
     doc = yaml.safe_load(EXAMPLE.read_text())
     job = Job.model_validate({**doc, "metadata": {**doc["metadata"], "namespace": "ns", "uid": "u1"}})
     c = Cluster(job)
