@@ -140,7 +140,13 @@ def deployment_controller(views: Views) -> Controller:
             return Outcome()
         namespace = _split(key)[0]
         replicasets = views.all_in(REPLICASETS, ReplicaSet, namespace, owner_uid=deploy.metadata.uid)
-        pods = views.all_in(PODS, Pod, namespace)
+        owners = [rs.metadata.uid.encode() for rs in replicasets if rs.metadata.uid]
+        # Only the pods of this Deployment's ReplicaSets count: decode just those.
+        pods = [
+            Pod.model_validate(item.obj)
+            for item in views.cache.list(PODS.resource, namespace)
+            if any(uid in item.record.value for uid in owners)
+        ]
         return reconcile_deployment(deploy, replicasets, pods, now)
 
     return Controller("deployment", keys_for, lambda: views.keys(DEPLOYMENTS), reconcile)
@@ -228,9 +234,12 @@ def scheduler_controller(views: Views) -> Controller:
         if resource == PODS.resource:
             if event.type != "DELETED" and b'"nodeName":"' not in event.item.record.value:
                 return [_key(event.item.obj)]
-            if event.type == "DELETED" or b'"Succeeded"' in event.item.record.value or b'"Failed"' in event.item.record.value:
-                return list(pending_keys())  # room was freed
-            return []
+            value = event.item.record.value
+            was_bound = b'"nodeName":"' in value
+            finished = event.type == "DELETED" or b'"Succeeded"' in value or b'"Failed"' in value
+            # Only a bound pod going away frees room; a pending pod's deletion
+            # must not rescan every pending pod (GC deletes them in bulk).
+            return list(pending_keys()) if was_bound and finished else []
         if resource == NODES.resource:
             return list(pending_keys())
         return []

@@ -80,11 +80,18 @@ def _flag(query: dict[str, list[str]], name: str) -> bool:
     return (_first(query, name) or "").lower() in ("1", "true")
 
 
-def _converted(item: CachedObject, rp: ResourcePath) -> bytes:
-    """The object's bytes at the path's version (stored objects use the preferred one)."""
+def _at_version(value: bytes, rp: ResourcePath, obj: dict[str, Any] | None = None) -> bytes:
+    """An object's bytes at the path's version (stored objects use the preferred one).
+
+    ``obj`` is its decoded form when the caller already has it (the cache's).
+    """
     if rp.version == rp.info.preferred_version:
-        return item.record.value
-    return encode({**item.obj, "apiVersion": rp.api_version})
+        return value
+    return encode({**(obj if obj is not None else json.loads(value)), "apiVersion": rp.api_version})
+
+
+def _converted(item: CachedObject, rp: ResourcePath) -> bytes:
+    return _at_version(item.record.value, rp, item.obj if rp.version != rp.info.preferred_version else None)
 
 
 class ApiServer:
@@ -182,7 +189,7 @@ class ApiServer:
                 if rp.info.namespaced and rp.namespace is None:
                     raise MethodNotAllowed("create a namespaced object under /namespaces/{namespace}/")
                 record, _ = await self.objects.create(rp.info, rp.namespace, self._body(req), dry_run=dry_run)
-                return Response(201, self._out(record.value, rp))
+                return Response(201, _at_version(record.value, rp))
             if method == "DELETE":
                 return await self._delete_collection(rp, query)
             raise MethodNotAllowed(f"{method} is not allowed on a collection")
@@ -195,7 +202,7 @@ class ApiServer:
             record = await self.objects.update(
                 rp.info, rp.namespace, name, self._body(req), subresource=rp.subresource, dry_run=dry_run
             )
-            return Response(200, self._out(record.value, rp))
+            return Response(200, _at_version(record.value, rp))
         if method == "PATCH":
             ctype = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
             patch_type = PATCH_TYPES.get(ctype)
@@ -207,19 +214,13 @@ class ApiServer:
                 rp.info, rp.namespace, name, self._body(req), patch_type,  # type: ignore[arg-type]
                 subresource=rp.subresource, dry_run=dry_run,
             )
-            return Response(200, self._out(record.value, rp))
+            return Response(200, _at_version(record.value, rp))
         if method == "DELETE":
             opts = self._delete_options(req)
             record, gone = await self.objects.delete(rp.info, rp.namespace, name, opts, dry_run=dry_run)
             # Kubernetes answers 200 with the object (202 when it only started terminating).
-            return Response(200 if gone else 202, self._out(record.value, rp))
+            return Response(200 if gone else 202, _at_version(record.value, rp))
         raise MethodNotAllowed(f"{method} is not allowed on {req.path}")
-
-    @staticmethod
-    def _out(value: bytes, rp: ResourcePath) -> bytes:
-        if rp.version == rp.info.preferred_version:
-            return value
-        return encode({**json.loads(value), "apiVersion": rp.api_version})
 
     @staticmethod
     def _body(req: Request) -> Any:

@@ -27,6 +27,7 @@ from meshwork.control.store.watch import (
     conflict,
     gone,
     not_found,
+    open_watch,
     restamp_value,
     run_compactor,
     set_resource_version,
@@ -147,16 +148,11 @@ class MemoryStore:
         ends with ``Gone`` if its consumer falls ``watch_queue_size`` events
         behind (re-list, then watch from the list's revision).
         """
-        if self._closed:
-            raise RuntimeError("store is closed")
-        if from_revision < 0:
-            raise ValueError("from_revision must not be negative")
-        if from_revision == 0:
-            return WatchStream(self._hub, prefix, self._revision, None)
-        if from_revision < self._compacted:
-            raise gone(from_revision, self._compacted)
-        history = self._history if from_revision < self._revision else None
-        return WatchStream(self._hub, prefix, from_revision, history)
+        return open_watch(
+            self._hub, prefix, from_revision,
+            revision=self._revision, compacted=self._compacted, closed=self._closed,
+            history=self._history,
+        )  # fmt: skip
 
     async def _history(self, prefix: str, after: int, limit: int) -> builtins.list[WatchEvent]:
         if after < self._compacted:

@@ -71,6 +71,7 @@ from meshwork.control.store.watch import (
     WatchStream,
     gone,
     not_found,
+    open_watch,
     prefix_bounds,
     run_compactor,
     set_resource_version,
@@ -324,17 +325,11 @@ class SQLiteStore:
         or if its consumer falls ``watch_queue_size`` events behind live
         writes: the client re-lists and watches from the list's revision.
         """
-        if self._closed:
-            raise RuntimeError("store is closed")
-        if from_revision < 0:
-            raise ValueError("from_revision must not be negative")
-        if from_revision == 0:
-            return WatchStream(self._hub, prefix, self._revision, None)
-        if from_revision < self._compacted:
-            raise gone(from_revision, self._compacted)
-        # Revisions past the published one arrive live (we subscribe first).
-        history = self._history if from_revision < self._revision else None
-        return WatchStream(self._hub, prefix, from_revision, history)
+        return open_watch(
+            self._hub, prefix, from_revision,
+            revision=self._revision, compacted=self._compacted, closed=self._closed,
+            history=self._history,
+        )  # fmt: skip
 
     # -- writes ---------------------------------------------------------------
 

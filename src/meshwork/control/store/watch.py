@@ -296,6 +296,33 @@ class WatchStream(AsyncIterator[WatchEvent]):
             self._sub.wakeup.set()
 
 
+def open_watch(
+    hub: WatchHub,
+    prefix: str,
+    from_revision: int,
+    *,
+    revision: int,
+    compacted: int,
+    closed: bool,
+    history: HistoryReader,
+) -> WatchStream:
+    """The watch entry rule both backends share (see ``Store.watch``).
+
+    0 means "from now"; a revision older than the compacted one is ``Gone`` at
+    once; history is replayed only when there is some after ``from_revision``
+    (later revisions arrive live: the stream subscribes before it reads).
+    """
+    if closed:
+        raise RuntimeError("store is closed")
+    if from_revision < 0:
+        raise ValueError("from_revision must not be negative")
+    if from_revision == 0:
+        return WatchStream(hub, prefix, revision, None)
+    if from_revision < compacted:
+        raise gone(from_revision, compacted)
+    return WatchStream(hub, prefix, from_revision, history if from_revision < revision else None)
+
+
 class Retention:
     """How far history may be compacted: keep at least ``keep_seconds`` of it
     and at least the newest ``keep_revisions`` revisions.
