@@ -278,6 +278,33 @@ class Client:
                 f"{method} {path}: the server answered {resp.status} with a body that is not JSON"
             ) from exc
 
+    def stream(
+        self, method: str, path: str, *, query: Mapping[str, str] | list[tuple[str, str]] | None = None
+    ) -> Iterator[bytes]:
+        """Send one request and yield the body as it arrives (``logs -f``, ``exec``).
+
+        An error status is raised as its ``ApiError``; closing the generator
+        closes the connection.
+        """
+        url = path
+        pairs = list(query.items()) if isinstance(query, Mapping) else list(query or [])
+        if pairs:
+            url += "?" + urlencode(pairs)
+        conn, resp = self._send(method, url, timeout=None)
+        try:
+            if resp.status >= 400:
+                raise error_from_status(resp.status, resp.read())
+            while True:
+                try:
+                    chunk = resp.read1(64 * 1024)
+                except (OSError, http.client.HTTPException) as exc:
+                    raise ServerUnreachable(self.server, exc) from exc
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            conn.close()
+
     # -- readiness and version ------------------------------------------------
 
     def ready(self) -> bool:

@@ -38,7 +38,7 @@ class ServerProcess:
         env = {**os.environ, "MESHWORK_HOME": str(self.data_dir), "MESHWORK_LOG_LEVEL": "WARNING"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "meshwork", "server", "--host", "127.0.0.1", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), *extra],
+             "--data-dir", str(self.data_dir), *extra, *(() if "--agent" in extra else ("--no-agent",))],
             stdout=subprocess.PIPE,
             stderr=open(self.data_dir / "test-server.log", "a"),
             text=True,
@@ -77,9 +77,36 @@ class ServerProcess:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+        sweep_processes(self.data_dir)
 
     def client(self) -> Http:
         return Http(self.host, self.port, self.token)
+
+
+def sweep_processes(data_dir: Path) -> list[int]:
+    """SIGKILL every agent and pod process started for ``data_dir``; the pids found.
+
+    The safety net behind every test that runs pods: a failing test must not
+    leave processes behind. Agents are found by their ``--data-dir`` argument,
+    pod shims by the ``meshwork-pod:<data dir>/...`` name they run under.
+    """
+    marker = str(data_dir)
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = [a.decode(errors="replace") for a in args]
+        is_pod = any(a.startswith("meshwork-pod:" + marker) for a in text)
+        is_agent = "agent" in text and marker in text
+        if is_pod or is_agent:
+            found.append(int(entry.name))
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(int(entry.name), signal.SIGKILL) if is_pod else os.kill(int(entry.name), signal.SIGKILL)
+    return found
 
 
 @dataclass

@@ -14,10 +14,14 @@ from pathlib import Path
 import click
 
 from meshwork import __version__
+from meshwork.cli.agent import agent_cmd
 from meshwork.cli.commands import apply_cmd, delete_cmd, describe_cmd, get_cmd, version_cmd
 from meshwork.cli.config import data_dir
 from meshwork.cli.context import Session
 from meshwork.cli.lifecycle import down_cmd, server_cmd, up_cmd
+from meshwork.cli.podio import exec_cmd, logs_cmd, top_cmd
+from meshwork.cli.rollout import rollout_cmd
+from meshwork.cli.scale import scale_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,12 +51,18 @@ def cli(ctx: click.Context, data_dir_: Path | None, server: str | None, token: s
 
 for command in (
     server_cmd,
+    agent_cmd,
     up_cmd,
     down_cmd,
     apply_cmd,
     get_cmd,
     describe_cmd,
     delete_cmd,
+    rollout_cmd,
+    logs_cmd,
+    exec_cmd,
+    top_cmd,
+    scale_cmd,
     version_cmd,
 ):
     cli.add_command(command)

@@ -81,16 +81,53 @@ def _url(host: str, port: int) -> str:
     show_default=True,
     help="Run the built-in controllers (Deployment, ReplicaSet, Job, CronJob, Endpoints, scheduler).",
 )
+@click.option(
+    "--agent/--no-agent",
+    default=True,
+    show_default=True,
+    help="Run this machine's node agent, which runs the pods as processes.",
+)
+@click.option("--node-name", default=None, help="Name of this machine's node (default: the host name).")
+@click.option(
+    "--node-monitor-grace-period",
+    "grace_period",
+    default="40s",
+    show_default=True,
+    metavar="DURATION",
+    help="How long a node may go without a heartbeat before it is marked Unknown and tainted unreachable.",
+)
+@click.option(
+    "--pod-eviction-timeout",
+    "eviction_timeout",
+    default="5m",
+    show_default=True,
+    metavar="DURATION",
+    help="How long pods stay on an unreachable or not-ready node (unless their tolerations say otherwise) "
+    "before they are deleted and replaced elsewhere.",
+)
 @reports_errors
 def server_cmd(
-    host: str, port: int, data_dir: Path | None, store_url: str | None, controllers: bool
+    host: str,
+    port: int,
+    data_dir: Path | None,
+    store_url: str | None,
+    controllers: bool,
+    agent: bool,
+    node_name: str | None,
+    grace_period: str,
+    eviction_timeout: str,
 ) -> None:
     """Run the meshwork control plane in the foreground (SIGTERM or Ctrl-C stops it)."""
-    from meshwork.control.server import run_server
+    from meshwork.control.server import lifecycle_config, parse_duration, run_server
 
+    try:
+        lifecycle = lifecycle_config(parse_duration(grace_period), parse_duration(eviction_timeout))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     load_kinds()
     run_server(
-        host=host, port=port, data_dir=_data_dir(data_dir), store_url=store_url, controllers=controllers
+        host=host, port=port, data_dir=_data_dir(data_dir), store_url=store_url, controllers=controllers,
+        agent=agent, node_name=node_name, lifecycle=lifecycle,
     )
 
 

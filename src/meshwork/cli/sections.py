@@ -230,6 +230,8 @@ def conditions_section(w: Writer, obj: Obj, *, with_reason: bool) -> None:
 def pod_template_section(w: Writer, template: Any) -> None:
     w.line(0, "Pod Template:")
     labels_section(w, 1, "Labels", dig(template, "metadata", "labels"))
+    if dig(template, "metadata", "annotations"):  # kubectl prints this line only when set
+        annotations_section(w, 1, dig(template, "metadata", "annotations"))
     spec = dig(template, "spec") or {}
     if spec.get("serviceAccountName"):
         w.line(1, f"Service Account:\t{txt(spec.get('serviceAccountName'))}")

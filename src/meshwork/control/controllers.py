@@ -8,6 +8,7 @@ here decides anything: the decisions are in ``meshwork.core.reconcile``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from typing import Any, TypeVar
 
@@ -15,9 +16,11 @@ from meshwork.control.api.cache import CachedEvent, CachedObject, WatchCache, re
 from meshwork.control.runner import Controller
 from meshwork.core.reconcile import Outcome
 from meshwork.core.reconcile.cronjob import reconcile_cronjob
+from meshwork.core.reconcile.daemonset import reconcile_daemonset
 from meshwork.core.reconcile.deployment import reconcile_deployment
 from meshwork.core.reconcile.endpoints import reconcile_endpoints
 from meshwork.core.reconcile.job import reconcile_job
+from meshwork.core.reconcile.nodelifecycle import LifecycleConfig, reconcile_node
 from meshwork.core.reconcile.replicaset import reconcile_replicaset
 from meshwork.core.reconcile.scheduling import reconcile_scheduling
 from meshwork.core.scheduler_filters import build_snapshot
@@ -26,7 +29,7 @@ from meshwork.model.base import Resource
 from meshwork.model.core import Endpoints, Node, Service
 from meshwork.model.kinds import REGISTRY, KindInfo
 from meshwork.model.pod import Pod
-from meshwork.model.workloads import CronJob, Deployment, Job, ReplicaSet
+from meshwork.model.workloads import CronJob, DaemonSet, Deployment, Job, ReplicaSet
 
 M = TypeVar("M", bound=Resource)
 
@@ -44,6 +47,7 @@ REPLICASETS = _info("apps", "ReplicaSet")
 DEPLOYMENTS = _info("apps", "Deployment")
 JOBS = _info("batch", "Job")
 CRONJOBS = _info("batch", "CronJob")
+DAEMONSETS = _info("apps", "DaemonSet")
 
 
 def _key(obj: dict[str, Any]) -> str:
@@ -259,13 +263,75 @@ def scheduler_controller(views: Views) -> Controller:
     return Controller("scheduler", keys_for, pending_keys, reconcile)
 
 
-def builtin_controllers(cache: WatchCache) -> list[Controller]:
+def _pods_on(views: Views, node_name: str) -> list[Pod]:
+    """Pods whose ``spec.nodeName`` is ``node_name`` (a byte test before decoding)."""
+    needle = f'"nodeName":{json.dumps(node_name)}'.encode()
+    return [
+        pod
+        for item in views.cache.list(PODS.resource)
+        if needle in item.record.value and (pod := Pod.model_validate(item.obj)).spec.node_name == node_name
+    ]
+
+
+def node_lifecycle_controller(views: Views, config: LifecycleConfig) -> Controller:
+    """Node health, readiness taints, taint-based eviction and pod GC, keyed by node name."""
+
+    def keys_for(event: CachedEvent) -> Iterable[str]:
+        resource = resource_of(event.key)
+        if resource == NODES.resource:
+            return [event.item.obj.get("metadata", {}).get("name", "")]
+        if resource == PODS.resource and event.type != "DELETED":
+            node_name = (event.item.obj.get("spec") or {}).get("nodeName")
+            return [node_name] if node_name else []
+        return []
+
+    def initial_keys() -> Iterator[str]:
+        names = {item.obj.get("metadata", {}).get("name", "") for item in views.cache.list(NODES.resource)}
+        for item in views.cache.list(PODS.resource):
+            if b'"nodeName":"' in item.record.value:
+                names.add((item.obj.get("spec") or {}).get("nodeName") or "")
+        return iter(sorted(n for n in names if n))
+
+    def reconcile(key: str, now: float) -> Outcome:
+        node = views.one(NODES, Node, f"/{key}")
+        return reconcile_node(key, node, lambda: _pods_on(views, key), now, config)
+
+    return Controller("nodelifecycle", keys_for, initial_keys, reconcile)
+
+
+def daemonset_controller(views: Views) -> Controller:
+    def keys_for(event: CachedEvent) -> Iterable[str]:
+        resource = resource_of(event.key)
+        if resource == DAEMONSETS.resource:
+            return [_key(event.item.obj)]
+        if resource == PODS.resource:
+            key = _owner_key(event.item, "DaemonSet")
+            return [key] if key else []
+        if resource == NODES.resource:
+            return list(views.keys(DAEMONSETS))  # a node's labels, taints or existence changed
+        return []
+
+    def reconcile(key: str, now: float) -> Outcome:
+        ds = views.one(DAEMONSETS, DaemonSet, key)
+        if ds is None:
+            return Outcome()
+        nodes = [Node.model_validate(i.obj) for i in views.cache.list(NODES.resource)]
+        pods = views.all_in(PODS, Pod, _split(key)[0], owner_uid=ds.metadata.uid)
+        return reconcile_daemonset(ds, nodes, pods, now)
+
+    return Controller("daemonset", keys_for, lambda: views.keys(DAEMONSETS), reconcile)
+
+
+def builtin_controllers(cache: WatchCache, lifecycle: LifecycleConfig | None = None) -> list[Controller]:
+    """Every built-in controller; ``lifecycle`` holds the node lifecycle timings (server flags)."""
     views = Views(cache)
     return [
         deployment_controller(views),
         replicaset_controller(views),
+        daemonset_controller(views),
         job_controller(views),
         cronjob_controller(views),
         endpoints_controller(views),
         scheduler_controller(views),
+        node_lifecycle_controller(views, lifecycle or LifecycleConfig()),
     ]

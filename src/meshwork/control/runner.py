@@ -213,7 +213,7 @@ class Runner:
             try:
                 await objects.delete(
                     target, action.namespace, action.name,
-                    DeleteOptions(action.propagation, precondition_uid=action.uid),
+                    DeleteOptions(action.propagation, action.grace_period, precondition_uid=action.uid),
                 )
             except NotFound:
                 pass  # already gone: what we wanted

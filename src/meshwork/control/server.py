@@ -14,13 +14,16 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
 
 from meshwork.control.api.server import ApiServer
 from meshwork.control.auth import ensure_data_dir, load_or_create_token
+from meshwork.control.localagent import LocalAgent
 from meshwork.control.store.open import open_store
+from meshwork.core.reconcile.nodelifecycle import LifecycleConfig
 from meshwork.httpd import HttpServer
 from meshwork.model.kinds import REGISTRY
 
@@ -36,6 +39,40 @@ SHUTDOWN_GRACE_S = 10.0
 GC_THRESHOLDS = (50_000, 20, 100)
 # A request body larger than this is refused with 413 (Kubernetes' own limit is 3 MiB).
 MAX_REQUEST_BYTES = 3 * 1024 * 1024
+# Duration flags take Go's time.ParseDuration units, as kube-controller-manager's do.
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_DURATION = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h))+")
+
+
+def parse_duration(text: str) -> float:
+    """A duration flag in seconds: plain seconds ("40", "2.5") or units ("40s", "5m", "1h30m", "500ms")."""
+    value = text.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        if _DURATION.fullmatch(value) is None:
+            raise ValueError(f'invalid duration "{text}": use seconds ("40") or units ("40s", "5m", "1h")') from None
+        seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(value))
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f'invalid duration "{text}": must be a finite, non-negative time')
+    return seconds
+
+
+def lifecycle_config(grace_period: float | None = None, pod_eviction_timeout: float | None = None) -> LifecycleConfig:
+    """The node lifecycle timings from the server flags (None: the default).
+
+    Pod GC waits as long as the grace period before trusting that a pod's node
+    is gone (upstream's quarantine has the same 40 s default).
+    """
+    base = LifecycleConfig()
+    grace = base.grace_period if grace_period is None else grace_period
+    return LifecycleConfig(
+        grace_period=grace,
+        startup_grace_period=max(base.startup_grace_period, grace),
+        pod_eviction_timeout=base.pod_eviction_timeout if pod_eviction_timeout is None else pod_eviction_timeout,
+        pod_gc_quarantine=grace,
+    )
 
 
 async def serve(
@@ -47,15 +84,24 @@ async def serve(
     stop: asyncio.Event | None = None,
     announce: bool = True,
     controllers: bool = True,
+    agent: bool = False,
+    node_name: str | None = None,
+    lifecycle: LifecycleConfig | None = None,
 ) -> None:
-    """Run until ``stop`` is set (or SIGTERM/SIGINT when it is not given)."""
+    """Run until ``stop`` is set (or SIGTERM/SIGINT when it is not given).
+
+    ``agent``: also run this machine's node agent (a child process).
+    ``lifecycle``: the node lifecycle controller's grace period and pod eviction
+    timeout (``--node-monitor-grace-period``, ``--pod-eviction-timeout``).
+    """
     ensure_data_dir(data_dir)
     REGISTRY.load_all()  # every model now, so no request pays for importing one
     token = load_or_create_token(data_dir)
     store = open_store(store_url or f"sqlite:///{data_dir / 'store.db'}")
-    api = ApiServer(store, tokens={token: "admin"}, controllers=controllers)
+    api = ApiServer(store, tokens={token: "admin"}, controllers=controllers, lifecycle=lifecycle)
     http = HttpServer(api.handle, max_body=MAX_REQUEST_BYTES)
     pid_path = data_dir / PID_FILE
+    local_agent = LocalAgent(data_dir, name=node_name) if agent else None
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -75,12 +121,17 @@ async def serve(
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
         pid_path.write_text(f"{os.getpid()}\n")
+        if local_agent is not None:
+            await local_agent.start(url)
         if announce:
             print(f"meshwork server listening on {url}", flush=True)
         log.info("listening on %s (data dir %s)", url, data_dir)
         await stop.wait()
         log.info("shutting down")
     finally:
+        if local_agent is not None:
+            # First the pods (the agent stops them while the API still answers), then the API.
+            await local_agent.stop()
         api.closing.set()
         await http.close(SHUTDOWN_GRACE_S)
         await api.close()
@@ -91,7 +142,15 @@ async def serve(
 
 
 def run_server(
-    *, host: str, port: int, data_dir: Path, store_url: str | None = None, controllers: bool = True
+    *,
+    host: str,
+    port: int,
+    data_dir: Path,
+    store_url: str | None = None,
+    controllers: bool = True,
+    agent: bool = False,
+    node_name: str | None = None,
+    lifecycle: LifecycleConfig | None = None,
 ) -> None:
     """Blocking entry point for the CLI: run the server on uvloop when it is installed."""
     logging.basicConfig(
@@ -99,7 +158,8 @@ def run_server(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    coro = serve(host=host, port=port, data_dir=data_dir, store_url=store_url, controllers=controllers)
+    coro = serve(host=host, port=port, data_dir=data_dir, store_url=store_url, controllers=controllers,
+                 agent=agent, node_name=node_name, lifecycle=lifecycle)
     try:
         import uvloop
     except ImportError:

@@ -239,6 +239,25 @@ class RestartTracker:
         state.wants_restart = False
         return state.restart_count
 
+    def restore(
+        self,
+        name: str,
+        restart_count: int,
+        last_terminated: ContainerStateTerminated | None,
+        *,
+        kind: ContainerKind = "regular",
+    ) -> None:
+        """Seed a container's count and last exit from a previous agent's status report.
+
+        The back-off itself is not restored (upstream keeps it in memory too):
+        a restarted agent starts counting delays afresh.
+        """
+        state = self._get(name, kind)
+        state.kind = kind
+        state.restart_count = max(state.restart_count, restart_count)
+        if last_terminated is not None:
+            state.last_terminated = last_terminated
+
     def restart_count(self, name: str) -> int:
         """``status.containerStatuses[].restartCount``."""
         state = self._containers.get(name)

@@ -180,6 +180,10 @@ class Objects:
         if info.group == "" and info.kind == "Service":
             async with self._alloc_lock:  # allocation and create together, so no two get one IP
                 return await self._create_service(info, namespace, obj, dry_run=dry_run)
+        if info.group == "" and info.kind == "Node":
+            async with self._alloc_lock:  # the same for a node's pod CIDR
+                allocate.assign_node_cidr(obj, allocate.node_cidrs(i.obj for i in self.cache.list(info.resource)))
+                return await self._store_new(info, namespace, obj, dry_run=dry_run)
         created = await self._store_new(info, namespace, obj, dry_run=dry_run)
         if info.group == "" and info.kind == "Namespace" and not dry_run:
             await self._default_service_account(obj["metadata"]["name"])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from meshwork.errors import NotFound
 from meshwork.model.base import REGISTRY, KindInfo
 
-SUBRESOURCES = frozenset({"status", "finalize"})
+SUBRESOURCES = frozenset({"status", "finalize", "log", "exec"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from meshwork.control.api.paths import DiscoveryPath, ResourcePath, parse_path
 from meshwork.control.api.status import status_bytes
 from meshwork.control.runner import Runner
 from meshwork.control.store.base import Store
+from meshwork.core.reconcile.nodelifecycle import LifecycleConfig
 from meshwork.core.selectors import (
     FieldSelector,
     LabelSelector,
@@ -95,9 +96,12 @@ def _converted(item: CachedObject, rp: ResourcePath) -> bytes:
 
 
 class ApiServer:
-    def __init__(self, store: Store, *, tokens: dict[str, str], controllers: bool = True) -> None:
+    def __init__(
+        self, store: Store, *, tokens: dict[str, str], controllers: bool = True, lifecycle: LifecycleConfig | None = None
+    ) -> None:
         """``tokens`` maps bearer tokens to user names (the admin token among them);
-        ``controllers`` runs the built-in workload controllers in this process."""
+        ``controllers`` runs the built-in workload controllers in this process, with
+        ``lifecycle`` the node lifecycle controller's timings."""
         self.store = store
         self.cache = WatchCache(store)
         self.objects = Objects(store, self.cache)
@@ -106,8 +110,12 @@ class ApiServer:
         if controllers:
             from meshwork.control.controllers import builtin_controllers
 
-            self.runner = Runner(self.objects, self.cache, builtin_controllers(self.cache))
+            self.runner = Runner(self.objects, self.cache, builtin_controllers(self.cache, lifecycle))
         self._tokens = tokens
+        from meshwork.control.api.nodeproxy import NodeProxy
+
+        admin = next((t for t, user in tokens.items() if user == "admin"), next(iter(tokens), ""))
+        self.node_proxy = NodeProxy(self.objects, admin)
         self._watches: set[asyncio.Task[Any]] = set()
         self.closing = asyncio.Event()
 
@@ -168,6 +176,9 @@ class ApiServer:
             return Response(200 if ready else 503, b"ok" if ready else b"not ready", content_type="text/plain")
         if req.path == "/version":
             return _json(200, {"major": "1", "minor": "31", "gitVersion": f"v1.31.0-meshwork.{__version__}", "platform": "meshwork"})
+        if req.path.startswith("/api/v1/nodes/") and "/proxy/" in req.path:
+            node, _, rest = req.path[len("/api/v1/nodes/"):].partition("/proxy/")
+            return await self.node_proxy.node(req, node, "/" + rest)
         target = parse_path(req.path)
         if isinstance(target, DiscoveryPath):
             if req.method not in ("GET", "HEAD"):
@@ -179,6 +190,10 @@ class ApiServer:
 
     async def _resource(self, req: Request, rp: ResourcePath) -> Response | StreamingResponse:
         method, query = req.method, req.query
+        if rp.subresource in ("log", "exec"):
+            if rp.info.kind != "Pod" or rp.name is None or rp.namespace is None:
+                raise NotFound(f"the server could not find the requested resource: {req.path}")
+            return await self.node_proxy.handle(req, rp.namespace, rp.name, rp.subresource)
         dry_run = _first(query, "dryRun") == "All"
         if rp.name is None:
             if method in ("GET", "HEAD"):

@@ -12,6 +12,7 @@ import copy
 import secrets
 from typing import Any
 
+from meshwork.control.api.allocate import check_pod_cidrs
 from meshwork.errors import FieldCause, ValidationError
 from meshwork.model.base import KindInfo
 
@@ -55,7 +56,9 @@ def prepare_create(info: KindInfo, obj: dict[str, Any], *, uid: str, now: str) -
         _generate_job_selector(obj, uid)
     if info.group == "" and info.kind == "Pod":
         _default_service_account(obj)
-    if info.has_status:
+    # A Node keeps the status it is created with (upstream's node strategy): an
+    # agent registers its capacity, addresses and Ready condition in one write.
+    if info.has_status and not _is_node(info):
         obj.pop("status", None)
         initial = initial_status(info, obj)
         if initial is not None:
@@ -94,6 +97,8 @@ def prepare_update(info: KindInfo, new: dict[str, Any], old: dict[str, Any]) -> 
             new.pop("status", None)
     if info.group == "" and info.kind == "Service":
         _keep_allocations(new, old)
+    if _is_node(info):
+        _keep_pod_cidr(new, old)
     if tracks_generation(new):
         generation = old_meta.get("generation", 1)
         meta["generation"] = generation + 1 if new.get("spec") != old.get("spec") else generation
@@ -179,6 +184,31 @@ def _keep_allocations(new: dict[str, Any], old: dict[str, Any]) -> None:
             previous = old_ports.get((port.get("port"), port.get("protocol", "TCP")))
             if previous and not port.get("nodePort"):
                 port["nodePort"] = previous
+
+
+def _is_node(info: KindInfo) -> bool:
+    return info.group == "" and info.kind == "Node"
+
+
+def _keep_pod_cidr(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """A Node's pod CIDR is set once: an update that leaves it out keeps it; one
+    that changes it is refused, as upstream's ValidateNodeUpdate does."""
+    new_spec, old_spec = new.setdefault("spec", {}), old.get("spec") or {}
+    if not new_spec.get("podCIDR") and not new_spec.get("podCIDRs"):
+        for field in ("podCIDR", "podCIDRs"):
+            if field in old_spec:
+                new_spec[field] = old_spec[field]
+        return
+    check_pod_cidrs(new)
+    if old_spec.get("podCIDRs") and new_spec.get("podCIDRs") != old_spec["podCIDRs"]:
+        name = new.get("metadata", {}).get("name", "")
+        message = 'node updates may not change podCIDR except from "" to valid'
+        raise ValidationError(
+            f'Node "{name}" is invalid: spec.podCIDRs: Forbidden: {message}',
+            causes=[FieldCause("spec.podCIDRs", message, "FieldValueForbidden")],
+            kind="Node",
+            name=name,
+        )
 
 
 # Job labels the API server adds to a Job's pod template (batch/v1, Kubernetes 1.27+;

@@ -55,6 +55,7 @@ class DeleteObject:
     name: str
     uid: str | None = None
     propagation: Literal["Background", "Foreground", "Orphan"] = "Background"
+    grace_period: int | None = None  # None: the object's own (a pod's terminationGracePeriodSeconds)
 
 
 @dataclass(frozen=True, slots=True)

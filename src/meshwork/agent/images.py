@@ -1,0 +1,121 @@
+"""The image catalogue: what local command an image name stands for.
+
+A container that gives ``command`` runs that command whatever its image
+says. A container with only an ``image`` runs the catalogue's entry for it:
+the built-in entries below, then the user's ``images.yaml`` in the data dir,
+which wins::
+
+    # $MESHWORK_HOME/images.yaml
+    myorg/api:1.4:
+      command: [python3, -m, api.server]
+      workingDir: /home/me/src/api
+      env: {API_MODE: local}
+
+A name matches an entry with its tag (``myorg/api:1.4``), then without it
+(``myorg/api``), with and without a ``docker.io/`` or ``docker.io/library/``
+prefix.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CATALOGUE_FILE = "images.yaml"
+REASON_NOT_FOUND = "ErrImageNeverPull"  # the kubelet's reason when an image is not on the node
+
+
+@dataclass(frozen=True, slots=True)
+class ImageEntry:
+    command: tuple[str, ...]
+    args: tuple[str, ...] = ()
+    working_dir: str | None = None
+    env: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+
+def _builtin() -> dict[str, ImageEntry]:
+    shell = ImageEntry(("/bin/sh",))
+    py = ImageEntry((sys.executable,))
+    return {
+        # Base images whose default command is a shell or an interpreter.
+        "busybox": shell, "alpine": shell, "debian": shell, "ubuntu": shell,
+        "python": py, "pause": ImageEntry(("sleep", "infinity")),
+        "registry.k8s.io/pause": ImageEntry(("sleep", "infinity")),
+    }  # fmt: skip
+
+
+def _candidates(image: str) -> list[str]:
+    names = [image]
+    last = image.rsplit("/", 1)[-1]
+    if "@" in image:
+        names.append(image.split("@", 1)[0])
+    elif ":" in last:
+        names.append(image.rsplit(":", 1)[0])
+    out: list[str] = []
+    for n in names:
+        out.append(n)
+        for prefix in ("docker.io/library/", "docker.io/", "library/"):
+            if n.startswith(prefix):
+                out.append(n[len(prefix):])
+    return out
+
+
+def _entry(name: str, raw: Any, source: Path) -> ImageEntry:
+    if not isinstance(raw, dict) or not isinstance(raw.get("command"), list) or not raw["command"]:
+        raise ValueError(f"{source}: {name}: give a non-empty `command` list")
+    env = raw.get("env") or {}
+    return ImageEntry(
+        command=tuple(str(c) for c in raw["command"]),
+        args=tuple(str(a) for a in raw.get("args") or ()),
+        working_dir=str(raw["workingDir"]) if raw.get("workingDir") else None,
+        env=tuple((str(k), str(v)) for k, v in dict(env).items()),
+    )
+
+
+class Catalogue:
+    def __init__(self, data_dir: Path | None) -> None:
+        self.path = data_dir / CATALOGUE_FILE if data_dir else None
+        self._mtime: float | None = None
+        self._user: dict[str, ImageEntry] = {}
+        self._builtin = _builtin()
+        self.error: str | None = None
+
+    def _reload(self) -> None:
+        if self.path is None:
+            return
+        try:
+            mtime = self.path.stat().st_mtime
+        except FileNotFoundError:
+            self._user, self._mtime, self.error = {}, None, None
+            return
+        if mtime == self._mtime:
+            return
+        self._mtime = mtime
+        try:
+            raw = yaml.safe_load(self.path.read_text()) or {}
+            if not isinstance(raw, dict):
+                raise ValueError(f"{self.path}: expected a mapping of image name to entry")
+            self._user = {str(k): _entry(str(k), v, self.path) for k, v in raw.items()}
+            self.error = None
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            self.error = str(exc)
+
+    def lookup(self, image: str) -> ImageEntry | None:
+        self._reload()
+        for name in _candidates(image):
+            for table in (self._user, self._builtin):
+                if name in table:
+                    return table[name]
+        return None
+
+    def missing_message(self, image: str) -> str:
+        where = self.path or CATALOGUE_FILE
+        msg = (f'image "{image}" is not in the meshwork image catalogue: give the container a '
+               f'`command`, or add the image to {where} (e.g. "{image}": {{command: [...]}})')  # fmt: skip
+        if self.error:
+            msg += f"; the catalogue file has an error: {self.error}"
+        return msg

@@ -1,0 +1,439 @@
+"""The node agent: registers its Node, heartbeats, and runs the pods bound to it.
+
+It keeps a ``PodWorker`` per pod bound to the node (a list, then a watch
+filtered on ``spec.nodeName``), caches the ConfigMaps, Secrets and Services
+that container environments and volumes read, hands out pod IPs from the
+node's ``podCIDR``, and on start re-adopts the containers a previous agent
+left running. On SIGTERM it stops every pod gracefully and exits; when it
+dies (or its parent server dies) the pods keep running for the next agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from meshwork.agent import runtime
+from meshwork.agent.api import CONFIGMAPS, EVENTS, NODES, PODS, SECRETS, SERVICES, AgentApi
+from meshwork.agent.images import Catalogue
+from meshwork.agent.worker import PodWorker, Run
+from meshwork.client import Client
+from meshwork.core.restart import rfc3339
+from meshwork.errors import Gone, MeshworkError
+from meshwork.model.base import Quantity
+from meshwork.model.core import ConfigMap, Secret, Service
+from meshwork.model.kinds import KindInfo
+from meshwork.model.pod import Container, Pod
+
+log = logging.getLogger("meshwork.agent")
+
+HEARTBEAT_S = 10.0  # kubelet nodeStatusUpdateFrequency
+DEFAULT_POD_CIDR = "127.1.0.0/16"
+AGENT_VERSION = "meshwork-agent"
+RETRY_S = 1.0
+
+
+def memory_bytes() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 8 * 1024**3
+
+
+class Informer:
+    """A list+watch cache of one kind, all namespaces, as typed models."""
+
+    def __init__(self, api: AgentApi, info: KindInfo, model: type[Any]) -> None:
+        self.api, self.info, self.model = api, info, model
+        self.items: dict[str, dict[str, Any]] = {}
+        self.synced = asyncio.Event()
+
+    def in_namespace(self, ns: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        prefix = ns + "/"
+        for key, obj in self.items.items():
+            if key.startswith(prefix):
+                out[key[len(prefix):]] = obj
+        return out
+
+    async def run(self) -> None:
+        while True:
+            try:
+                listed = await self.api.list(self.info)
+                fresh: dict[str, Any] = {}
+                for raw in listed.get("items", []):
+                    meta = raw["metadata"]
+                    fresh[f"{meta.get('namespace', '')}/{meta['name']}"] = self.model.model_validate(raw)
+                self.items = fresh
+                self.synced.set()
+                rv = listed.get("metadata", {}).get("resourceVersion")
+                async for event in self.api.watch(self.info, resource_version=rv):
+                    raw = event["object"]
+                    meta = raw["metadata"]
+                    key = f"{meta.get('namespace', '')}/{meta['name']}"
+                    if event["type"] == "DELETED":
+                        self.items.pop(key, None)
+                    elif event["type"] in ("ADDED", "MODIFIED"):
+                        self.items[key] = self.model.model_validate(raw)
+            except asyncio.CancelledError:
+                raise
+            except Gone:
+                continue
+            except Exception as exc:
+                log.debug("%s informer: %s; retrying", self.info.resource, exc)
+                await asyncio.sleep(RETRY_S)
+
+
+class Sources:
+    """ConfigMaps, Secrets and Services by namespace, for environments and volumes."""
+
+    def __init__(self, api: AgentApi) -> None:
+        self.cms = Informer(api, CONFIGMAPS, ConfigMap)
+        self.secs = Informer(api, SECRETS, Secret)
+        self.svcs = Informer(api, SERVICES, Service)
+
+    def config_maps(self, ns: str) -> dict[str, ConfigMap]:
+        return self.cms.in_namespace(ns)
+
+    def secrets(self, ns: str) -> dict[str, Secret]:
+        return self.secs.in_namespace(ns)
+
+    def services(self, ns: str) -> list[Service]:
+        out = list(self.svcs.in_namespace(ns).values())
+        if ns != "default":
+            out += [s for n, s in self.svcs.in_namespace("default").items() if n == "kubernetes"]
+        return out
+
+    def informers(self) -> list[Informer]:
+        return [self.cms, self.secs, self.svcs]
+
+
+class Agent:
+    def __init__(
+        self,
+        client: Client,
+        *,
+        name: str,
+        data_dir: Path,
+        pod_cidr: str | None = None,
+        host_ip: str = "127.0.0.1",
+        parent_pid: int | None = None,
+        max_pods: int = 250,
+        port: int = 0,
+    ) -> None:
+        self.api = AgentApi(client)
+        self.name = name
+        self.dir = data_dir / "nodes" / name
+        self.pods_dir = self.dir / "pods"
+        self.logs_dir = self.dir / "logs"
+        self.catalogue = Catalogue(data_dir)
+        self.sources = Sources(self.api)
+        self.requested_cidr = pod_cidr
+        self.network = ipaddress.ip_network(pod_cidr or DEFAULT_POD_CIDR)
+        self.host_ip = host_ip
+        self.parent_pid = parent_pid
+        self.max_pods = max_pods
+        self.workers: dict[str, PodWorker] = {}
+        self.ips: dict[str, str] = {}  # pod uid -> ip
+        self._next_ip = 1
+        cpus = os.cpu_count() or 1
+        self.capacity: dict[str, Quantity] = {
+            "cpu": str(cpus), "memory": f"{memory_bytes() // 1024}Ki", "pods": str(max_pods),
+        }  # fmt: skip
+        self.allocatable: dict[str, Quantity] = dict(self.capacity)
+        self.stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._event_tasks: set[asyncio.Task[None]] = set()
+        from meshwork.agent.resources import Resources
+
+        self.resources = Resources(self.dir)
+        from meshwork.agent.serve import AgentEndpoint
+
+        self.endpoint = AgentEndpoint(self, client.token or "")
+        self.port = port
+
+    # -- pod IPs -----------------------------------------------------------------
+
+    def allocate_ip(self, uid: str) -> str:
+        if uid in self.ips:
+            return self.ips[uid]
+        used = set(self.ips.values())
+        hosts = self.network.num_addresses - 2
+        for _ in range(hosts):
+            candidate = str(self.network.network_address + self._next_ip)
+            self._next_ip = self._next_ip % hosts + 1
+            if candidate not in used:
+                self.ips[uid] = candidate
+                return candidate
+        raise MeshworkError(f"node {self.name}: no free pod IP left in {self.network}")
+
+    def claim_ip(self, ip: str, uid: str) -> None:
+        self.ips[uid] = ip
+
+    def release_ip(self, uid: str) -> None:
+        self.ips.pop(uid, None)
+
+    # -- what workers ask of the node ---------------------------------------------------
+
+    def pod_env(self, worker: PodWorker, container: Container) -> dict[str, str]:
+        """The DESIGN.md networking variables (the sidecar's proxy variables come with the mesh)."""
+        return {"POD_IP": worker.ip or "", "HOSTNAME": worker.name}
+
+    def open_logs(self, directory: Path, restart: int, out: Path, err: Path) -> Any:
+        return self.resources.open_logs(directory, restart, out, err)
+
+    def close_logs(self, logs: Any) -> None:
+        self.resources.close_logs(logs)
+
+    def limits_for(self, key: str, container: Container) -> list[str]:
+        return self.resources.limits_for(key, container)
+
+    def drop_limits(self, key: str) -> None:
+        self.resources.drop_limits(key)
+
+    def oom_killed(self, pgid: int, container: Container, key: str) -> bool:
+        return self.resources.oom_killed(pgid, key)
+
+    def watch_group(self, pgid: int, container: Container, worker: PodWorker, run: Run) -> None:
+        self.resources.watch_group(pgid, container, worker, run)
+
+    def unwatch_group(self, pgid: int) -> None:
+        self.resources.unwatch_group(pgid)
+
+    def record_event(self, pod: Pod, type_: str, reason: str, message: str) -> None:
+        meta = pod.metadata
+        now = rfc3339(time.time())
+        body = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta.name}.{os.urandom(8).hex()}", "namespace": meta.namespace},
+            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "name": meta.name,
+                               "namespace": meta.namespace, "uid": meta.uid},
+            "reason": reason, "message": message, "type": type_,
+            "source": {"component": "kubelet", "host": self.name},
+            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "reportingComponent": "kubelet", "reportingInstance": self.name,
+        }  # fmt: skip
+
+        async def send() -> None:
+            with contextlib.suppress(Exception):
+                await self.api.create(EVENTS, meta.namespace, body)
+
+        task = asyncio.create_task(send())
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
+
+    # -- the node object -------------------------------------------------------------------
+
+    def _node_status(self) -> dict[str, Any]:
+        now = rfc3339(time.time())
+        return {
+            "capacity": {k: str(v) for k, v in self.capacity.items()},
+            "allocatable": {k: str(v) for k, v in self.allocatable.items()},
+            "addresses": [{"type": "InternalIP", "address": self.host_ip},
+                          {"type": "Hostname", "address": socket.gethostname()}],
+            "conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "meshwork agent is posting ready status",
+                "lastHeartbeatTime": now, "lastTransitionTime": self._ready_since,
+            }],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.endpoint.port}},
+            "nodeInfo": {
+                "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": os.uname().release,
+                "osImage": "", "containerRuntimeVersion": "meshwork-process://1",
+                "kubeletVersion": AGENT_VERSION, "kubeProxyVersion": "", "operatingSystem": "linux",
+                "architecture": os.uname().machine,
+            },
+        }  # fmt: skip
+
+    async def register(self) -> None:
+        self._ready_since = rfc3339(time.time())
+        body: dict[str, Any] = {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": self.name, "labels": {
+                "kubernetes.io/hostname": self.name, "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(
+                    os.uname().machine, os.uname().machine)}},
+            "spec": {},
+        }  # fmt: skip
+        if self.requested_cidr:
+            body["spec"] = {"podCIDR": self.requested_cidr, "podCIDRs": [self.requested_cidr]}
+        while not self.stop.is_set():
+            try:
+                node = await self.api.get(NODES, None, self.name)
+                if node is None:
+                    node = await self.api.create(NODES, None, body) or await self.api.get(NODES, None, self.name)
+                assert node is not None
+                cidr = (node.get("spec") or {}).get("podCIDR")
+                if cidr:
+                    self.network = ipaddress.ip_network(cidr)
+                await self.api.patch_status(NODES, None, self.name, {"status": self._node_status()})
+                return
+            except Exception as exc:
+                log.warning("node %s: cannot register yet (%s); retrying", self.name, exc)
+                await asyncio.sleep(RETRY_S)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            try:
+                await self.api.patch_status(NODES, None, self.name, {"status": self._node_status()})
+            except Exception as exc:
+                log.warning("node %s: heartbeat failed: %s", self.name, exc)
+
+    # -- pods ---------------------------------------------------------------------------------
+
+    def _on_pod(self, raw: dict[str, Any], deleted: bool = False) -> None:
+        uid = raw["metadata"].get("uid", "")
+        worker = self.workers.get(uid)
+        if deleted:
+            if worker is not None:
+                worker.deleted()
+            return
+        pod = Pod.model_validate(raw)
+        if worker is None:
+            if pod.status is not None and pod.status.phase in ("Succeeded", "Failed") and not os.path.isdir(
+                    self.pods_dir / uid):  # fmt: skip
+                if pod.metadata.deletion_timestamp:
+                    self._spawn(self.api.confirm_pod_deleted(pod.metadata.namespace or "", pod.metadata.name or "",
+                                                             uid))  # fmt: skip
+                return  # finished before this agent started: nothing to run
+            worker = PodWorker(self, pod)
+            if pod.status is not None and pod.status.phase in ("Succeeded", "Failed"):
+                worker.phase = pod.status.phase
+            self.workers[uid] = worker
+            worker.start()
+            worker.done.wait  # noqa: B018
+            asyncio.get_running_loop().create_task(self._reap(worker))
+        else:
+            worker.update(pod)
+
+    async def _reap(self, worker: PodWorker) -> None:
+        await worker.done.wait()
+        if not worker.shutdown:
+            self.workers.pop(worker.uid, None)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
+
+    async def _pods(self) -> None:
+        selector = f"spec.nodeName={self.name}"
+        first = True
+        while True:
+            try:
+                listed = await self.api.list(PODS, field_selector=selector)
+                seen = set()
+                for raw in listed.get("items", []):
+                    seen.add(raw["metadata"].get("uid", ""))
+                    self._on_pod(raw)
+                for uid, worker in list(self.workers.items()):
+                    if uid not in seen:
+                        worker.deleted()
+                if first:
+                    self._sweep_orphans(seen)
+                    first = False
+                rv = listed.get("metadata", {}).get("resourceVersion")
+                async for event in self.api.watch(PODS, resource_version=rv, field_selector=selector):
+                    if event["type"] in ("ADDED", "MODIFIED"):
+                        self._on_pod(event["object"])
+                    elif event["type"] == "DELETED":
+                        self._on_pod(event["object"], deleted=True)
+            except asyncio.CancelledError:
+                raise
+            except Gone:
+                continue
+            except Exception as exc:
+                log.warning("node %s: pod watch: %s; retrying", self.name, exc)
+                await asyncio.sleep(RETRY_S)
+
+    def _sweep_orphans(self, known: set[str]) -> None:
+        """Stop what a previous agent left for pods that no longer exist."""
+        if not self.pods_dir.is_dir():
+            return
+        for entry in self.pods_dir.iterdir():
+            if entry.name in known:
+                continue
+            for state in entry.glob("*.json"):
+                inst = runtime.Instance.load(state)
+                if inst is not None and runtime.proc_start_time(inst.pid) == inst.start_ticks:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(inst.pid, signal.SIGKILL)
+            shutil.rmtree(entry, ignore_errors=True)
+
+    async def _watch_parent(self) -> None:
+        """A local agent exits with its server, leaving the pods for the next one."""
+        assert self.parent_pid is not None
+        while True:
+            await asyncio.sleep(0.5)
+            if os.getppid() != self.parent_pid:
+                log.warning("node %s: the server is gone; leaving the pods running for the next agent", self.name)
+                os._exit(0)
+
+    async def run(self) -> None:
+        self.pods_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stop.set)
+        if self.parent_pid is not None:
+            self._tasks.append(asyncio.create_task(self._watch_parent()))
+        await self.endpoint.start(self.host_ip, self.port)
+        await self.register()
+        for informer in self.sources.informers():
+            self._tasks.append(asyncio.create_task(informer.run()))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in self.sources.informers())), 30)
+        self._tasks.append(asyncio.create_task(self._heartbeat()))
+        self._tasks.append(asyncio.create_task(self._pods()))
+        self._tasks.append(asyncio.create_task(self.resources.run()))
+        print(f"meshwork agent {self.name} running pods in {self.network}", flush=True)
+        await self.stop.wait()
+        log.info("node %s: stopping every pod", self.name)
+        for task in self._tasks:
+            task.cancel()
+        for worker in list(self.workers.values()):
+            worker.shutdown = True
+            worker.wake.set()
+        await asyncio.gather(*(w.done.wait() for w in list(self.workers.values())))
+        self.resources.close()
+        await self.endpoint.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*self._event_tasks, return_exceptions=True), 2)
+
+
+def run_agent(
+    *,
+    server: str,
+    token: str,
+    name: str,
+    data_dir: Path,
+    pod_cidr: str | None,
+    parent_pid: int | None,
+) -> None:
+    logging.basicConfig(level=os.environ.get("MESHWORK_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    agent = Agent(Client(server, token), name=name, data_dir=data_dir, pod_cidr=pod_cidr, parent_pid=parent_pid)
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(agent.run())
+    else:
+        uvloop.run(agent.run())
+
+
+__all__ = ["Agent", "Mapping", "run_agent"]
