@@ -1,4 +1,4 @@
-"""``make demo``: start meshwork, apply the example app, show what the server holds, stop.
+"""``make demo``: start meshwork, run the example app as local processes, poke at it, stop.
 
 It uses a fresh data dir under /tmp so it never touches ``~/.meshwork``, and
 always stops the server it started, even when a step fails.
@@ -6,12 +6,13 @@ always stops the server it started, even when a step fails.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -23,6 +24,26 @@ def step(title: str, *args: str, check: bool = True) -> None:
     result = subprocess.run([*MESHWORK, *args], check=False)
     if check and result.returncode != 0:
         raise SystemExit(f"demo step failed: meshwork {' '.join(args)} (exit {result.returncode})")
+
+
+def get_json(*args: str) -> dict:
+    out = subprocess.run([*MESHWORK, *args, "-o", "json"], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def fetch_each_pod() -> None:
+    pods = get_json("get", "pods", "-n", "shop", "-l", "app=catalog")["items"]
+    print("\n# every replica listens on port 8080 of its own pod IP:", flush=True)
+    for pod in pods:
+        ip = pod["status"].get("podIP")
+        if not ip:
+            continue
+        try:
+            with urllib.request.urlopen(f"http://{ip}:8080/", timeout=5) as resp:
+                status = resp.status
+        except OSError as exc:
+            status = f"error: {exc}"
+        print(f"GET http://{ip}:8080/  ->  {status}    ({pod['metadata']['name']})", flush=True)
 
 
 def main() -> None:
@@ -37,9 +58,18 @@ def main() -> None:
         step("apply Kubernetes and Istio manifests", "apply", "-f", str(HERE / "app.yaml"))
         step("applying again changes nothing", "apply", "-f", str(HERE / "app.yaml"))
         step("what the server holds", "get", "deployments,services,configmaps", "-n", "shop")
-        time.sleep(1)  # the controllers work in the background
-        step("controllers made ReplicaSets, pods and Endpoints (pods wait for a node agent)",
-             "get", "replicasets,pods,endpoints", "-n", "shop")
+        step("wait until the pods are up (progress as they turn ready)",
+             "rollout", "status", "deployment/catalog-v1", "-n", "shop", "--timeout", "60s")
+        step("pods are local processes, each with its own loopback IP", "get", "pods", "-n", "shop", "-o", "wide")
+        step("Endpoints list the ready pods", "get", "endpoints", "-n", "shop")
+        fetch_each_pod()
+        step("the node that runs them", "get", "nodes")
+        name = get_json("get", "pods", "-n", "shop", "-l", "version=v2")["items"][0]["metadata"]["name"]
+        step("a container's log", "logs", name, "-n", "shop", "--tail", "3")
+        step("run a command in a pod's environment", "exec", name, "-n", "shop", "--", "sh", "-c", "echo $HOSTNAME at $POD_IP")
+        step("CPU and memory of each pod's processes", "top", "pods", "-n", "shop")
+        step("scale up, then watch the rollout", "scale", "deployment/catalog-v2", "-n", "shop", "--replicas", "2")
+        step("", "rollout", "status", "deployment/catalog-v2", "-n", "shop", "--timeout", "60s")
         step("what happened, as events", "get", "events", "-n", "shop")
         step("Istio routing", "get", "virtualservices,destinationrules", "-n", "shop")
         step("defaults are filled in as upstream fills them", "get", "deployment", "catalog-v2", "-n", "shop", "-o", "yaml")

@@ -79,7 +79,7 @@ def _entry(name: str, raw: Any, source: Path) -> ImageEntry:
 class Catalogue:
     def __init__(self, data_dir: Path | None) -> None:
         self.path = data_dir / CATALOGUE_FILE if data_dir else None
-        self._mtime: float | None = None
+        self._mtime: tuple[int, int, int] | None = None
         self._user: dict[str, ImageEntry] = {}
         self._builtin = _builtin()
         self.error: str | None = None
@@ -88,10 +88,13 @@ class Catalogue:
         if self.path is None:
             return
         try:
-            mtime = self.path.stat().st_mtime
+            st = self.path.stat()
         except FileNotFoundError:
             self._user, self._mtime, self.error = {}, None, None
             return
+        # Size and inode too: two writes within one coarse mtime tick, or an editor's
+        # rename-into-place, still count as a change.
+        mtime = (st.st_mtime_ns, st.st_size, st.st_ino)
         if mtime == self._mtime:
             return
         self._mtime = mtime

@@ -24,20 +24,29 @@ from pathlib import Path
 from typing import Any
 
 from meshwork.agent import runtime
-from meshwork.agent.api import CONFIGMAPS, EVENTS, NODES, PODS, SECRETS, SERVICES, AgentApi
+from meshwork.agent.api import (
+    CONFIGMAPS,
+    ENDPOINTS,
+    EVENTS,
+    NODES,
+    PODS,
+    SECRETS,
+    SERVICES,
+    AgentApi,
+)
 from meshwork.agent.images import Catalogue
 from meshwork.agent.worker import PodWorker, Run
 from meshwork.client import Client
 from meshwork.core.restart import rfc3339
 from meshwork.errors import Gone, MeshworkError
 from meshwork.model.base import Quantity
-from meshwork.model.core import ConfigMap, Secret, Service
+from meshwork.model.core import ConfigMap, Endpoints, Secret, Service
 from meshwork.model.kinds import KindInfo
 from meshwork.model.pod import Container, Pod
 
 log = logging.getLogger("meshwork.agent")
 
-HEARTBEAT_S = 10.0  # kubelet nodeStatusUpdateFrequency
+HEARTBEAT_S = 10.0  # kubelet nodeStatusUpdateFrequency (MESHWORK_NODE_STATUS_UPDATE_FREQUENCY overrides)
 DEFAULT_POD_CIDR = "127.1.0.0/16"
 AGENT_VERSION = "meshwork-agent"
 RETRY_S = 1.0
@@ -58,7 +67,7 @@ class Informer:
 
     def __init__(self, api: AgentApi, info: KindInfo, model: type[Any]) -> None:
         self.api, self.info, self.model = api, info, model
-        self.items: dict[str, dict[str, Any]] = {}
+        self.items: dict[str, Any] = {}  # ns/name -> model
         self.synced = asyncio.Event()
 
     def in_namespace(self, ns: str) -> dict[str, Any]:
@@ -104,6 +113,7 @@ class Sources:
         self.cms = Informer(api, CONFIGMAPS, ConfigMap)
         self.secs = Informer(api, SECRETS, Secret)
         self.svcs = Informer(api, SERVICES, Service)
+        self.eps = Informer(api, ENDPOINTS, Endpoints)
 
     def config_maps(self, ns: str) -> dict[str, ConfigMap]:
         return self.cms.in_namespace(ns)
@@ -117,8 +127,12 @@ class Sources:
             out += [s for n, s in self.svcs.in_namespace("default").items() if n == "kubernetes"]
         return out
 
+    def has_ready_endpoint(self, ns: str, name: str) -> bool:
+        ep: Endpoints | None = self.eps.items.get(f"{ns}/{name}")
+        return ep is not None and any(s.addresses for s in ep.subsets or ())
+
     def informers(self) -> list[Informer]:
-        return [self.cms, self.secs, self.svcs]
+        return [self.cms, self.secs, self.svcs, self.eps]
 
 
 class Agent:
@@ -170,7 +184,11 @@ class Agent:
     def allocate_ip(self, uid: str) -> str:
         if uid in self.ips:
             return self.ips[uid]
-        used = set(self.ips.values())
+        from meshwork.agent.ports import busy_addresses
+
+        # Another meshwork (a second data dir on this machine) may hand out the same range:
+        # an address someone already listens on is skipped.
+        used = set(self.ips.values()) | busy_addresses()
         hosts = self.network.num_addresses - 2
         for _ in range(hosts):
             candidate = str(self.network.network_address + self._next_ip)
@@ -212,6 +230,16 @@ class Agent:
 
     def unwatch_group(self, pgid: int) -> None:
         self.resources.unwatch_group(pgid)
+
+    def wildcard_holder(self, port: int) -> str | None:
+        """``namespace/name`` of the pod on this node listening on 0.0.0.0:``port``, if any."""
+        from meshwork.agent.ports import wildcard_ports_of
+
+        for worker in self.workers.values():
+            for run in worker.runs.values():
+                if run.running and run.proc is not None and wildcard_ports_of(run.proc.pid, [port]):
+                    return f"{worker.ns}/{worker.name}"
+        return None
 
     def record_event(self, pod: Pod, type_: str, reason: str, message: str) -> None:
         meta = pod.metadata
@@ -286,8 +314,9 @@ class Agent:
                 await asyncio.sleep(RETRY_S)
 
     async def _heartbeat(self) -> None:
+        period = float(os.environ.get("MESHWORK_NODE_STATUS_UPDATE_FREQUENCY") or HEARTBEAT_S)
         while True:
-            await asyncio.sleep(HEARTBEAT_S)
+            await asyncio.sleep(period)
             try:
                 await self.api.patch_status(NODES, None, self.name, {"status": self._node_status()})
             except Exception as exc:

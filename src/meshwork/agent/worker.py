@@ -12,6 +12,7 @@ environment) come from ``meshwork.core``; this module only acts on them.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import logging
@@ -68,6 +69,10 @@ log = logging.getLogger("meshwork.agent")
 CONFIG_RETRY_S = 5.0  # a container waiting on a missing ConfigMap/Secret/image is retried this often
 ENDPOINTS_DRAIN_MAX_S = 5.0  # longest wait for a terminating pod to leave every Endpoints
 PROXY_PROPAGATION_S = 0.5  # then this long for proxies and clients to drop it
+DEPENDS_ON = "meshwork.io/depends-on"  # pod annotation: Services that must be ready before the pod starts
+REASON_DEPENDENCIES = "WaitingForDependencies"
+DEPENDS_POLL_S = 0.5
+PORT_CHECK_AFTER_S = 1.0  # a started container is checked once for a 0.0.0.0 listener after this
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
 KIND_ORDER: dict[ContainerKind, int] = {"init": 0, "sidecar": 0, "regular": 1}
 
@@ -91,6 +96,11 @@ class Run:
     env: dict[str, str] = field(default_factory=dict)
     cwd: str = "/"
     logs: Any = None
+    port_check_at: float | None = None
+
+    @property
+    def ports(self) -> list[int]:
+        return [p.container_port for p in self.spec.ports or ()]
 
     @property
     def running(self) -> bool:
@@ -123,9 +133,13 @@ class PodWorker:
         self._status_task: asyncio.Task[None] | None = None
         self._probe_tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
+        # Once anything ran (or the dependencies were met), depends-on no longer holds the pod.
+        statuses = (pod.status.container_statuses if pod.status else None) or []
+        self._gate_passed = any((st.state and st.state.running) or st.restart_count for st in statuses)
         self.gone = False  # the Pod object no longer exists
         self.shutdown = False  # the agent is stopping: stop the pod but keep its object
         self.done = asyncio.Event()
+        self._mount_problem: str | None = None  # the last FailedMount message reported
 
     # -- inputs from the agent --------------------------------------------------
 
@@ -188,7 +202,7 @@ class PodWorker:
                 continue
             log.info("pod %s/%s: re-adopted container %s (pid %d)", self.ns, self.name, run.spec.name, proc.pid)
             self._attach(run, proc, inst.started_at, adopted=True)
-        await self._write_volumes()
+        self._write_volumes()
 
     def _restore_counts(self) -> None:
         """restartCount and lastState survive an agent restart through the pod's status.
@@ -227,6 +241,14 @@ class PodWorker:
         if self.phase in ("Succeeded", "Failed"):
             self._stop_leftovers()
             return None
+        if not self._gate_passed:
+            unmet = self._unmet_dependencies()
+            if unmet:
+                msg = ", ".join(f'Service "{d}"' for d in unmet)
+                for run in self.runs.values():
+                    run.waiting = (REASON_DEPENDENCIES, f"waiting for {msg} to have a ready endpoint ({DEPENDS_ON})")
+                return now + DEPENDS_POLL_S
+            self._gate_passed = True
         inits_done = True
         for run in self.runs.values():
             if run.kind == "regular":
@@ -248,6 +270,12 @@ class PodWorker:
                 if run.kind == "regular":
                     self._drive(run, now, wakeups)
         for run in self.runs.values():
+            if run.port_check_at is not None and run.running:
+                if run.port_check_at <= now:
+                    run.port_check_at = None
+                    self._check_wildcard(run)
+                else:
+                    wakeups.append(run.port_check_at)
             if run.probes is not None and run.running:
                 for cmd in run.probes.due(now):
                     self._launch_probe(run, cmd)
@@ -261,6 +289,18 @@ class PodWorker:
         else:
             self.phase = phase
         return min(wakeups) if wakeups else None
+
+    def _unmet_dependencies(self) -> list[str]:
+        """Services named by ``meshwork.io/depends-on`` that have no ready endpoint yet."""
+        raw = (self.pod.metadata.annotations or {}).get(DEPENDS_ON, "")
+        unmet = []
+        for item in (x.strip() for x in raw.split(",")):
+            if not item:
+                continue
+            ns, _, name = item.rpartition("/")
+            if not self.agent.sources.has_ready_endpoint(ns or self.ns, name):
+                unmet.append(item)
+        return unmet
 
     def _drive(self, run: Run, now: float, wakeups: list[float]) -> None:
         """Start ``run`` when it is not running and its policy says it may."""
@@ -293,6 +333,15 @@ class PodWorker:
 
     def _start(self, run: Run, now: float, *, restart: bool = False) -> None:
         c = run.spec
+        missing = self._write_volumes()
+        if missing is not None:  # upstream: the pod stays in ContainerCreating until its volumes mount
+            if missing != self._mount_problem:
+                self.event("Warning", "FailedMount", missing)
+            self._mount_problem = missing
+            run.waiting = ("ContainerCreating", None)
+            run.retry_at = now + CONFIG_RETRY_S
+            return
+        self._mount_problem = None
         argv, problem = self._command(run)
         if problem is not None:
             reason, message = problem
@@ -310,6 +359,8 @@ class PodWorker:
         logs = self.agent.open_logs(self.log_dir / c.name, count, out, err)
         cgroup_key = f"{self.uid}-{c.name}"
         procs = self.agent.limits_for(cgroup_key, c)
+        if not restart:
+            self._report_unenforced(c)
         exit_file = self.dir / f"{c.name}.exit"
         try:
             pid = runtime.spawn(argv, env=run.env, cwd=run.cwd, out_fifo=out, err_fifo=err,
@@ -329,6 +380,19 @@ class PodWorker:
         self.event("Normal", "Started", f"Started container {c.name}")
         self._attach(run, proc, now, adopted=False)
 
+    def _report_unenforced(self, c: Container) -> None:
+        """Say plainly, once per container, a limit this node cannot enforce (``describe`` shows it)."""
+        limits = c.resources.limits or {}
+        cg = self.agent.resources.cgroups
+        gaps = []
+        if "memory" in limits and not cg.enforces_memory:
+            gaps.append(f"memory limit {limits['memory']} is kept by the agent's RSS watchdog, not by a cgroup")
+        if "cpu" in limits and not cg.enforces_cpu:
+            gaps.append(f"cpu limit {limits['cpu']} is not enforced")
+        if gaps:
+            self.event("Warning", "LimitsNotEnforced",
+                       f"container {c.name}: {'; '.join(gaps)} ({cg.reason or 'no writable cgroup'})")  # fmt: skip
+
     def _attach(self, run: Run, proc: Process, started_at: float, *, adopted: bool) -> None:
         c = run.spec
         run.proc = proc
@@ -337,6 +401,7 @@ class PodWorker:
         run.terminated = None
         run.restart_at = None
         run.ready = False
+        run.port_check_at = started_at + PORT_CHECK_AFTER_S if run.ports else None
         restarts = self.pod.spec.restart_policy != "Never" or run.kind == "sidecar"
         if run.kind == "init":
             run.probes = None
@@ -389,9 +454,11 @@ class PodWorker:
         env = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
         if entry is not None:
             env.update(dict(entry.env))
-        env.update(self.agent.pod_env(self, c))
+        node_vars = self.agent.pod_env(self, c)
+        env.update(node_vars)
         env.update(built.as_dict())
-        command, args = expand_command(c, built.env)
+        # The node's variables (POD_IP ...) are part of the container's env, so $(POD_IP) expands.
+        command, args = expand_command(c, (*node_vars.items(), *built.env))
         if entry is not None:
             command = list(entry.command)
             if not c.args:
@@ -418,12 +485,39 @@ class PodWorker:
         self._record_exit(run, code, run.started_at or time.time(), time.time(), oom=oom)
         self.wake.set()
 
+    def _check_wildcard(self, run: Run) -> None:
+        """Warn about an app that took its port on every address instead of its pod IP."""
+        from meshwork.agent.ports import wildcard_ports_of
+
+        if run.proc is None:
+            return
+        for port in wildcard_ports_of(run.proc.pid, run.ports):
+            self.event("Warning", "WildcardBind",
+                       f"container {run.spec.name} listens on 0.0.0.0:{port}, which takes port {port} on every "
+                       f"pod IP of this node, so no other pod can use it: bind to $POD_IP ({self.ip}) instead")  # fmt: skip
+
+    def _bind_conflict(self, run: Run) -> str | None:
+        """Why a failed container could not listen: its port taken on every address."""
+        from meshwork.agent.ports import taken_ports
+
+        taken = taken_ports(run.ports)
+        if not taken:
+            return None
+        port = taken[0]
+        holder = self.agent.wildcard_holder(port)
+        who = f"pod {holder}" if holder else "a process on this machine"
+        return (f"port {port} is taken on every address by {who}, which listens on 0.0.0.0:{port}; "
+                f"pods share a port number only when each binds to its own $POD_IP")  # fmt: skip
+
     def _record_exit(self, run: Run, code: int, started: float, finished: float, *, oom: bool = False) -> None:
         name = run.spec.name
         if oom:
             self.event("Warning", "OOMKilling", f"Memory cgroup out of memory: killed container {name}")
+        message = self._bind_conflict(run) if code != 0 and run.ports and not self.stopping else None
+        if message:
+            self.event("Warning", "PortConflict", f"container {name}: {message}")
         decision = self.tracker.exited(name, code, started_at=started, finished_at=finished,
-                                       now=time.time(), kind=run.kind, oom_killed=oom)  # fmt: skip
+                                       now=time.time(), kind=run.kind, oom_killed=oom, message=message)  # fmt: skip
         run.probes = None
         run.ready = False
         run.started = False
@@ -586,8 +680,13 @@ class PodWorker:
 
     # -- volumes ------------------------------------------------------------------
 
-    async def _write_volumes(self) -> None:
-        """ConfigMap and Secret volumes as files under the pod's dir; mount paths under ``root/``."""
+    def _write_volumes(self) -> str | None:
+        """ConfigMap and Secret volumes as files under the pod's dir; mount paths under ``root/``.
+
+        Rewritten before each container start, so a start sees the sources' current data.
+        The FailedMount message for the first source that is missing and not optional, or None.
+        """
+        problem: str | None = None
         root = self.dir / "root"
         root.mkdir(exist_ok=True)
         vols = self.dir / "volumes"
@@ -601,12 +700,17 @@ class PodWorker:
             if vol.config_map is not None:
                 cm = self.agent.sources.config_maps(self.ns).get(vol.config_map.name or "")
                 if cm is not None:
-                    data = {k: v.encode() for k, v in (cm.data or {}).items()}
+                    data = {k: base64.b64decode(v) for k, v in (cm.binary_data or {}).items()}
+                    data.update({k: v.encode() for k, v in (cm.data or {}).items()})
+                elif not vol.config_map.optional and problem is None:
+                    problem = f'volume "{vol.name}" : configmap "{vol.config_map.name}" not found'
                 mode, items = vol.config_map.default_mode, vol.config_map.items
             elif vol.secret is not None:
                 sec = self.agent.sources.secrets(self.ns).get(vol.secret.secret_name or "")
                 if sec is not None:
-                    data = sec.decoded()
+                    data = dict(sec.decoded())
+                elif not vol.secret.optional and problem is None:
+                    problem = f'volume "{vol.name}" : secret "{vol.secret.secret_name}" not found'
                 mode, items = vol.secret.default_mode, vol.secret.items
             if data is None:
                 continue
@@ -616,8 +720,10 @@ class PodWorker:
                     continue
                 path = target / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data[key])
-                os.chmod(path, item_mode if item_mode is not None else mode)
+                tmp = path.with_name(f".{path.name}.tmp")
+                tmp.write_bytes(data[key])
+                os.chmod(tmp, item_mode if item_mode is not None else mode)
+                os.replace(tmp, path)  # atomic for a reader, and works over a read-only file
         for c in list(self.pod.spec.init_containers or ()) + list(self.pod.spec.containers):
             for m in c.volume_mounts or ():
                 link = root / m.mount_path.lstrip("/")
@@ -628,6 +734,7 @@ class PodWorker:
                 link.parent.mkdir(parents=True, exist_ok=True)
                 if not link.exists() and not link.is_symlink():
                     link.symlink_to(src)
+        return None if problem is None else f"MountVolume.SetUp failed for {problem}"
 
     # -- status ---------------------------------------------------------------------
 

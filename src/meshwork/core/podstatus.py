@@ -115,12 +115,10 @@ def pod_conditions(
             gates = [g.condition_type for g in spec.readiness_gates or ()]
             missing = [g for g in gates if prev.get(g) is None or prev[g].status != "True"]
             if missing:
-                computed[READY] = (
-                    False, "ReadinessGatesNotReady",
-                    "corresponding condition of pod readiness gate " + ", ".join(
-                        f'"{g}" does not exist.' if g not in prev else f'"{g}" is not True.'
-                        for g in missing),
-                )  # fmt: skip
+                computed[READY] = (False, "ReadinessGatesNotReady", ", ".join(
+                    f'corresponding condition of pod readiness gate "{g}" does not exist.' if g not in prev
+                    else f'the status of pod readiness gate "{g}" is not "True", but {prev[g].status}'
+                    for g in missing))  # fmt: skip
             else:
                 computed[READY] = (True, None, None)
     # The pod is on this node, so it was scheduled (kubelet reports PodScheduled True).

@@ -201,6 +201,12 @@ def test_a_pod_over_its_memory_limit_is_oom_killed(
         assert term["reason"] == "OOMKilled", term
         assert term["exitCode"] == 137
         assert (node.pod("hog") or {})["status"]["phase"] == "Failed"
+        events = (node.get("/api/v1/namespaces/default/events") or {}).get("items", [])
+        told = [e["message"] for e in events if e["reason"] == "LimitsNotEnforced"]
+        if cgroups == "off":  # describe then says plainly who keeps the limit
+            assert told and "RSS watchdog" in told[0], told
+        else:
+            assert not told, told
 
 
 def _pod_processes(data_dir: Path) -> set[int]:
