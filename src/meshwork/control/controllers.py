@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from meshwork.control.api.cache import CachedEvent, CachedObject, WatchCache, resource_of
 from meshwork.control.runner import Controller
 from meshwork.core.reconcile import Outcome
+from meshwork.core.reconcile.configrollout import SourceRef, reconcile_config_rollout, references
 from meshwork.core.reconcile.cronjob import reconcile_cronjob
 from meshwork.core.reconcile.daemonset import reconcile_daemonset
 from meshwork.core.reconcile.deployment import reconcile_deployment
@@ -26,7 +27,7 @@ from meshwork.core.reconcile.scheduling import reconcile_scheduling
 from meshwork.core.scheduler_filters import build_snapshot
 from meshwork.core.selectors import selector_from_spec
 from meshwork.model.base import Resource
-from meshwork.model.core import Endpoints, Node, Service
+from meshwork.model.core import ConfigMap, Endpoints, Node, Secret, Service
 from meshwork.model.kinds import REGISTRY, KindInfo
 from meshwork.model.pod import Pod
 from meshwork.model.workloads import CronJob, DaemonSet, Deployment, Job, ReplicaSet
@@ -322,6 +323,61 @@ def daemonset_controller(views: Views) -> Controller:
     return Controller("daemonset", keys_for, lambda: views.keys(DAEMONSETS), reconcile)
 
 
+CONFIGMAPS = _info("", "ConfigMap")
+SECRETS = _info("", "Secret")
+
+
+def config_rollout_controller(views: Views) -> Controller:
+    """Rolls a Deployment or DaemonSet when a ConfigMap or Secret it reads changes;
+    keyed ``Deployment/ns/name`` or ``DaemonSet/ns/name``."""
+    workloads: dict[str, tuple[KindInfo, type[Deployment] | type[DaemonSet]]] = {
+        "Deployment": (DEPLOYMENTS, Deployment),
+        "DaemonSet": (DAEMONSETS, DaemonSet),
+    }
+    sources: dict[str, tuple[KindInfo, type[ConfigMap] | type[Secret]]] = {
+        "ConfigMap": (CONFIGMAPS, ConfigMap),
+        "Secret": (SECRETS, Secret),
+    }
+
+    def keys_for(event: CachedEvent) -> Iterable[str]:
+        resource = resource_of(event.key)
+        for kind, (info, _) in workloads.items():
+            if resource == info.resource:
+                return [] if event.type == "DELETED" else [f"{kind}/{_key(event.item.obj)}"]
+        if resource not in (CONFIGMAPS.resource, SECRETS.resource):
+            return []
+        # Every workload in the namespace whose bytes name the object (a false
+        # match costs one reconcile that decides nothing).
+        meta = event.item.obj.get("metadata", {})
+        needle = json.dumps(meta.get("name", "")).encode()
+        return [
+            f"{kind}/{_key(item.obj)}"
+            for kind, (info, _) in workloads.items()
+            for item in views.cache.list(info.resource, meta.get("namespace", ""))
+            if needle in item.record.value
+        ]
+
+    def initial_keys() -> Iterator[str]:
+        for kind, (info, _) in workloads.items():
+            for key in views.keys(info):
+                yield f"{kind}/{key}"
+
+    def reconcile(key: str, now: float) -> Outcome:
+        kind, _, rest = key.partition("/")
+        info, model = workloads[kind]
+        workload = views.one(info, model, rest)
+        if workload is None:
+            return Outcome()
+        namespace = _split(rest)[0]
+        found: dict[SourceRef, ConfigMap | Secret | None] = {}
+        for ref in references(workload.spec.template.spec):
+            source_info, source_model = sources[ref.kind]
+            found[ref] = views.one(source_info, source_model, f"{namespace}/{ref.name}")
+        return reconcile_config_rollout(workload, found)
+
+    return Controller("configrollout", keys_for, initial_keys, reconcile)
+
+
 def builtin_controllers(cache: WatchCache, lifecycle: LifecycleConfig | None = None) -> list[Controller]:
     """Every built-in controller; ``lifecycle`` holds the node lifecycle timings (server flags)."""
     views = Views(cache)
@@ -329,6 +385,7 @@ def builtin_controllers(cache: WatchCache, lifecycle: LifecycleConfig | None = N
         deployment_controller(views),
         replicaset_controller(views),
         daemonset_controller(views),
+        config_rollout_controller(views),
         job_controller(views),
         cronjob_controller(views),
         endpoints_controller(views),
