@@ -344,8 +344,7 @@ class Agent:
                 worker.phase = pod.status.phase
             self.workers[uid] = worker
             worker.start()
-            worker.done.wait  # noqa: B018
-            asyncio.get_running_loop().create_task(self._reap(worker))
+            self._spawn(self._reap(worker))
         else:
             worker.update(pod)
 

@@ -313,13 +313,15 @@ class PodWorker:
             run.retry_at = None
         if run.started_at is None and run.terminated is None and run.restart_at is None:
             self._start(run, now)
-            return
-        if run.restart_at is None:
+        elif run.restart_at is None:
             return  # exited for good under the pod's restart policy
-        if run.restart_at > now:
+        elif run.restart_at > now:
             wakeups.append(run.restart_at)
             return
-        self._start(run, now, restart=True)
+        else:
+            self._start(run, now, restart=True)
+        if run.retry_at is not None:  # it could not start: look again then
+            wakeups.append(run.retry_at)
 
     def _phase(self) -> PodPhase:
         statuses = self._statuses()
