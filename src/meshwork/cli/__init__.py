@@ -19,6 +19,7 @@ from meshwork.cli.commands import apply_cmd, delete_cmd, describe_cmd, get_cmd, 
 from meshwork.cli.config import data_dir
 from meshwork.cli.context import Session
 from meshwork.cli.lifecycle import down_cmd, server_cmd, up_cmd
+from meshwork.cli.mesh import proxy_config_cmd, proxy_status_cmd
 from meshwork.cli.podio import exec_cmd, logs_cmd, top_cmd
 from meshwork.cli.rollout import rollout_cmd
 from meshwork.cli.scale import scale_cmd
@@ -64,6 +65,8 @@ for command in (
     top_cmd,
     scale_cmd,
     version_cmd,
+    proxy_status_cmd,
+    proxy_config_cmd,
 ):
     cli.add_command(command)
 

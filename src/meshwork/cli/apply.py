@@ -212,18 +212,23 @@ def apply_all(
     *,
     echo: Callable[[str], None],
     error: Callable[[str], None],
+    changed: list[Desired] | None = None,
 ) -> int:
     """Apply each object; echo ``kind/name created|configured|unchanged``; return how many failed.
 
     A failure is reported and the rest are still applied, as kubectl does.
-    ``ServerUnreachable`` is not caught: nothing more can succeed.
+    ``ServerUnreachable`` is not caught: nothing more can succeed. ``changed``
+    collects the objects created or configured.
     """
     from meshwork.client import ServerUnreachable
 
     failures = 0
     for d in desired:
         try:
-            echo(f"{d.label} {apply_one(client, d)}")
+            outcome = apply_one(client, d)
+            if changed is not None and outcome != "unchanged":
+                changed.append(d)
+            echo(f"{d.label} {outcome}")
         except ServerUnreachable:
             raise
         except ApiError as err:

@@ -116,12 +116,16 @@ class ApiServer:
 
         admin = next((t for t, user in tokens.items() if user == "admin"), next(iter(tokens), ""))
         self.node_proxy = NodeProxy(self.objects, admin)
+        from meshwork.control.push import PushServer
+
+        self.push = PushServer(self.cache)
         self._watches: set[asyncio.Task[Any]] = set()
         self.closing = asyncio.Event()
 
     async def start(self) -> None:
         await self.cache.start()
         await self.gc.start()
+        await self.push.start()
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             await self._ensure_namespace(ns)
         if self.runner is not None:
@@ -138,6 +142,7 @@ class ApiServer:
         if self.runner is not None:
             await self.runner.close()
         await self.gc.close()
+        await self.push.close()
         await self.cache.close()
 
     # -- entry -------------------------------------------------------------
@@ -179,6 +184,8 @@ class ApiServer:
         if req.path.startswith("/api/v1/nodes/") and "/proxy/" in req.path:
             node, _, rest = req.path[len("/api/v1/nodes/"):].partition("/proxy/")
             return await self.node_proxy.node(req, node, "/" + rest)
+        if req.path.startswith("/apis/mesh.meshwork.io/v1/"):
+            return await self.push.handle(req)
         target = parse_path(req.path)
         if isinstance(target, DiscoveryPath):
             if req.method not in ("GET", "HEAD"):
