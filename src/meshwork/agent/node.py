@@ -50,6 +50,7 @@ HEARTBEAT_S = 10.0  # kubelet nodeStatusUpdateFrequency (MESHWORK_NODE_STATUS_UP
 DEFAULT_POD_CIDR = "127.1.0.0/16"
 AGENT_VERSION = "meshwork-agent"
 RETRY_S = 1.0
+LISTEN_CACHE_S = 1.0
 
 
 def memory_bytes() -> int:
@@ -162,6 +163,7 @@ class Agent:
         self.max_pods = max_pods
         self.workers: dict[str, PodWorker] = {}
         self.ips: dict[str, str] = {}  # pod uid -> ip
+        self._listen_cache: tuple[float, set[str], set[int]] | None = None
         self._next_ip = 1
         cpus = os.cpu_count() or 1
         self.capacity: dict[str, Quantity] = {
@@ -184,11 +186,9 @@ class Agent:
     def allocate_ip(self, uid: str) -> str:
         if uid in self.ips:
             return self.ips[uid]
-        from meshwork.agent.ports import busy_addresses
-
         # Another meshwork (a second data dir on this machine) may hand out the same range:
         # an address someone already listens on is skipped.
-        used = set(self.ips.values()) | busy_addresses()
+        used = set(self.ips.values()) | self._listening()[0]
         hosts = self.network.num_addresses - 2
         for _ in range(hosts):
             candidate = str(self.network.network_address + self._next_ip)
@@ -197,6 +197,22 @@ class Agent:
                 self.ips[uid] = candidate
                 return candidate
         raise MeshworkError(f"node {self.name}: no free pod IP left in {self.network}")
+
+    def _listening(self, max_age: float = LISTEN_CACHE_S) -> tuple[set[str], set[int]]:
+        """(addresses with a listener, ports listened on at 0.0.0.0), read at most once a second.
+
+        Reading /proc/net/tcp costs milliseconds on a busy machine; a burst of
+        pod starts shares one read.
+        """
+        from meshwork.agent.ports import busy_addresses, wildcard_listeners
+
+        now = time.monotonic()
+        if self._listen_cache is None or now - self._listen_cache[0] > max_age:
+            self._listen_cache = (now, busy_addresses(), set(wildcard_listeners()))
+        return self._listen_cache[1], self._listen_cache[2]
+
+    def wildcard_ports(self, max_age: float = LISTEN_CACHE_S) -> set[int]:
+        return self._listening(max_age)[1]
 
     def claim_ip(self, ip: str, uid: str) -> None:
         self.ips[uid] = ip

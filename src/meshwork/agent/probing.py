@@ -32,6 +32,7 @@ import errno
 import os
 import signal
 import ssl
+import subprocess
 from collections.abc import Mapping
 
 import httptools
@@ -294,62 +295,69 @@ async def _exec_probe(
     argv = list(target.command)
     if not argv:
         return ProbeResult(cmd.probe, False, "exec probe has no command", errored=True)
+    # subprocess.Popen takes the vfork path (cheap from a big agent process); the
+    # output pipe and the exit are watched on the loop, with no thread.
+    read_fd, write_fd = os.pipe()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
-            cwd=cwd,
-            start_new_session=True,
-        )
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=write_fd, stderr=write_fd,
+            env=dict(env) if env is not None else None, cwd=cwd, start_new_session=True,
+        )  # fmt: skip
     except FileNotFoundError:
+        os.close(read_fd)
         where = "in $PATH" if "/" not in argv[0] else ""
         text = f'exec: "{argv[0]}": executable file not found {where}'.rstrip()
         if cwd is not None and not os.path.isdir(cwd):
             text = f'chdir to cwd ("{cwd}") set in config.json failed: no such file or directory'
         return ProbeResult(cmd.probe, False, text, errored=True)
     except PermissionError as exc:
+        os.close(read_fd)
         return ProbeResult(cmd.probe, False, f'exec: "{argv[0]}": {_os_error_text(exc)}',
                            errored=True)  # fmt: skip
     except OSError as exc:
+        os.close(read_fd)
         if exc.errno == errno.ENOEXEC:
             return ProbeResult(cmd.probe, False, f'exec: "{argv[0]}": exec format error',
                                errored=True)  # fmt: skip
         raise
-
+    finally:
+        os.close(write_fd)
+    os.set_blocking(read_fd, False)
     output = bytearray()
+    loop = asyncio.get_running_loop()
 
-    async def drain() -> None:
-        assert proc.stdout is not None
-        while chunk := await proc.stdout.read(16 * 1024):
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(read_fd, 16 * 1024)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                loop.remove_reader(read_fd)
+                return
             room = MAX_OUTPUT - len(output)
             if room > 0:
                 output.extend(chunk[:room])
 
-    async def collect() -> int:
-        reading = asyncio.ensure_future(drain())
-        try:
-            await _exited(proc.pid)
-            # A child left in the background may still hold the pipe: end the group, then read.
-            _kill_group(proc.pid)
-            await reading
-        finally:
-            reading.cancel()
-        # The pipe is closed now, so asyncio reports the status (it waits for both).
-        return await proc.wait()
-
+    loop.add_reader(read_fd, drain)
     try:
-        status = await asyncio.wait_for(collect(), cmd.timeout)
+        await asyncio.wait_for(_exited(proc.pid), cmd.timeout)
     except TimeoutError:
         _kill_group(proc.pid)
-        await proc.wait()
+        proc.wait()
         return ProbeResult(cmd.probe, False, f'command "{" ".join(argv)}" timed out')
     except BaseException:
         _kill_group(proc.pid)
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        proc.wait()
         raise
+    finally:
+        # A child left in the background may still hold the pipe: end the group, then read.
+        _kill_group(proc.pid)
+        drain()
+        loop.remove_reader(read_fd)
+        os.close(read_fd)
+    status = proc.wait()
     text = output.decode("utf-8", "replace")
     return ProbeResult(cmd.probe, status == 0, text)

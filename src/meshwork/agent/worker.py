@@ -129,6 +129,7 @@ class PodWorker:
         self.start_time: str | None = pod.status.start_time if pod.status else None
         self.task: asyncio.Task[None] | None = None
         self._last_status: dict[str, Any] | None = None
+        self._last_fingerprint: tuple[object, ...] | None = None
         self._status_dirty = asyncio.Event()
         self._status_task: asyncio.Task[None] | None = None
         self._probe_tasks: set[asyncio.Task[None]] = set()
@@ -491,8 +492,9 @@ class PodWorker:
         """Warn about an app that took its port on every address instead of its pod IP."""
         from meshwork.agent.ports import wildcard_ports_of
 
-        if run.proc is None:
-            return
+        # A reading at most half a second old: taken after the app had time to bind.
+        if run.proc is None or not set(run.ports) & self.agent.wildcard_ports(max_age=0.5):
+            return  # the usual case: nobody listens on 0.0.0.0 at these ports; no /proc walk
         for port in wildcard_ports_of(run.proc.pid, run.ports):
             self.event("Warning", "WildcardBind",
                        f"container {run.spec.name} listens on 0.0.0.0:{port}, which takes port {port} on every "
@@ -796,7 +798,20 @@ class PodWorker:
             self._status_dirty.clear()
             await self._flush_status()
 
+    def _fingerprint(self) -> tuple[object, ...]:
+        """What the status is made of, cheaply: unchanged means no status to build or send."""
+        runs = tuple(
+            (r.running, r.ready, r.started, r.waiting, id(r.terminated), r.started_at,
+             self.tracker.restart_count(r.spec.name), id(self.tracker.last_terminated(r.spec.name)))
+            for r in self.runs.values()
+        )  # fmt: skip
+        conds = tuple((c.type, c.status) for c in (self.pod.status.conditions or ())) if self.pod.status else ()
+        return (self.phase, self.ip, runs, conds)
+
     async def _flush_status(self) -> None:
+        fingerprint = self._fingerprint()
+        if fingerprint == self._last_fingerprint:
+            return
         wire = self.status()
         comparable = {k: v for k, v in wire.items() if k != "conditions"}
         comparable["conditions"] = [(c["type"], c["status"], c.get("reason")) for c in wire["conditions"]]
@@ -810,6 +825,7 @@ class PodWorker:
             self._status_dirty.set()
             return
         self._last_status = comparable
+        self._last_fingerprint = fingerprint
         del updated  # the watch brings the new object, in order with every other change
 
     def event(self, type_: str, reason: str, message: str) -> None:

@@ -249,16 +249,31 @@ def scheduler_controller(views: Views) -> Controller:
             return list(pending_keys())
         return []
 
+    # Decoded nodes and bound pods, reused while their stored record is the same
+    # object: without it every pass re-validated every bound pod (quadratic in a
+    # burst of creates). build_snapshot only reads them.
+    memo: dict[str, tuple[object, Any]] = {}
+
+    def decoded(item: CachedObject, model: type[M]) -> M:
+        key = f"{model.__name__}/{_key(item.obj)}"
+        hit = memo.get(key)
+        if hit is not None and hit[0] is item.record:
+            return hit[1]  # type: ignore[no-any-return]
+        value = model.model_validate(item.obj)
+        memo[key] = (item.record, value)
+        return value
+
     def reconcile(key: str, now: float) -> Outcome:
         pod = views.one(PODS, Pod, key)
         if pod is None or pod.spec.node_name:
             return Outcome()
-        nodes = [Node.model_validate(i.obj) for i in views.cache.list(NODES.resource)]
-        bound = [
-            Pod.model_validate(i.obj)
-            for i in views.cache.list(PODS.resource)
-            if b'"nodeName":"' in i.record.value
-        ]
+        nodes = [decoded(i, Node) for i in views.cache.list(NODES.resource)]
+        items = [i for i in views.cache.list(PODS.resource) if b'"nodeName":"' in i.record.value]
+        if len(memo) > 2 * (len(items) + len(nodes)) + 64:
+            live = {f"Pod/{_key(i.obj)}" for i in items} | {f"Node/{_key(i.obj)}" for i in views.cache.list(NODES.resource)}
+            for stale in [k for k in memo if k not in live]:
+                del memo[stale]
+        bound = [decoded(i, Pod) for i in items]
         return reconcile_scheduling(pod, build_snapshot(nodes, bound), now)
 
     return Controller("scheduler", keys_for, pending_keys, reconcile)
