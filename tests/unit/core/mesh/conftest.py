@@ -1,0 +1,8 @@
+"""Lets the mesh-core tests import their shared builders (``meshcases``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
