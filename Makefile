@@ -27,7 +27,7 @@ test-fast: install
 	@$(BIN)/python -m pytest -q tests/unit tests/fuzz
 
 bench: install
-	@scripts/need-deb etcd-server
+	@scripts/need-deb etcd-server wrk haproxy nginx-light
 	@$(BIN)/python -m bench
 
 lint: install

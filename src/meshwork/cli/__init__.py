@@ -21,6 +21,7 @@ from meshwork.cli.context import Session
 from meshwork.cli.lifecycle import down_cmd, server_cmd, up_cmd
 from meshwork.cli.mesh import proxy_config_cmd, proxy_status_cmd
 from meshwork.cli.podio import exec_cmd, logs_cmd, top_cmd
+from meshwork.cli.proxy import proxy_cmd
 from meshwork.cli.rollout import rollout_cmd
 from meshwork.cli.scale import scale_cmd
 
@@ -64,6 +65,7 @@ for command in (
     exec_cmd,
     top_cmd,
     scale_cmd,
+    proxy_cmd,
     version_cmd,
     proxy_status_cmd,
     proxy_config_cmd,

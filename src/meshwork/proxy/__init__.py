@@ -1,0 +1,17 @@
+"""The data plane: an HTTP/1.1 and TCP proxy on asyncio + uvloop.
+
+Layout (each module opens with its own rule):
+
+* ``plan``     the seam: what the engine asks per request (``Decider``,
+               ``Plan``, ``Cluster``) and the types it acts on;
+* ``static``   standalone mode's decisions (fixed upstreams, LB, Istio's
+               default retries);
+* ``http``     one client connection: parse, plan, forward, answer;
+* ``response`` where an upstream's response ends (framing only);
+* ``heads``    hop-by-hop and plan edits on heads, local replies;
+* ``upstream`` upstream connections and keep-alive pools;
+* ``tcp``      byte splicing for non-HTTP ports;
+* ``server``   listeners, the timeout sweep, the access log, workers.
+
+Importing this package imports none of them, so the CLI stays light.
+"""

@@ -403,7 +403,7 @@ def _gateway_ports(
             for hosts, vs in bound:
                 routes: tuple[Route, ...] | None = None
                 for server_host in server.hosts or []:
-                    ns_part, slash, host_part = server_host.rpartition("/")
+                    ns_part, slash, host_part = server_host.lower().rpartition("/")
                     if (
                         slash
                         and ns_part not in ("*", _ns(vs))

@@ -77,7 +77,9 @@ class Request:
     path: str  # as on the request line: path and query
     authority: str
     headers: Mapping[str, str] = field(default_factory=dict)
-    port: int = 80  # the listener / service port the request arrived for
+    # The port the request is for: on a sidecar's outbound listener the service port
+    # named in the authority (``request_port``), on a gateway the listener's port.
+    port: int = 80
     scheme: str = "http"
 
     @property
@@ -108,7 +110,13 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class RouteDecision:
-    """What the proxy does with the request. ``reply`` actions carry status, body and flags."""
+    """What the proxy does with the request. ``reply`` actions carry status, body and flags.
+
+    Decisions are immutable and may be shared between requests: a plain route
+    (no CORS, fault, redirect, rewrite or mirror) hands every request routed
+    to the same destination the same object, built once per routing table.
+    ``path`` and ``authority`` are None unless a rewrite changed them.
+    """
 
     action: Action
     route: Route | None = None
@@ -131,6 +139,14 @@ class RouteDecision:
     response_headers: tuple[HeaderOps, ...] = ()
     response_extra: tuple[tuple[str, str], ...] = ()  # added to the answer (CORS, redirect)
     misses: tuple[str, ...] = ()  # with explain=True: why each earlier route did not match
+
+
+def request_port(authority: str, scheme: str = "http") -> int:
+    """The port an authority names, else the scheme's default (how a sidecar keys routes)."""
+    _, port = strip_port(authority)
+    if port is not None:
+        return port
+    return 443 if scheme == "https" else 80
 
 
 def _matcher_ok(m: StringMatcher | None, value: str | None) -> bool:

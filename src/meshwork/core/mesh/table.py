@@ -271,4 +271,6 @@ class RoutingTable:
     tcp: Mapping[int, Mapping[str, TcpRoute]] = field(default_factory=dict)  # port -> host ("*")
     # Decisions that do not depend on the request beyond the route and destination,
     # built once and shared (the fast path of ``route.match_route``), by id(vhost), id(dest).
-    decisions: dict[tuple[int, int], RouteDecision] = field(default_factory=dict, compare=False, repr=False)
+    decisions: dict[tuple[int, int], RouteDecision] = field(
+        default_factory=dict, compare=False, repr=False
+    )

@@ -168,3 +168,36 @@ def test_the_fast_matcher_and_the_explainer_agree(block: dict[str, Any], req: Re
 
     compiled = _block(HTTPMatchRequest.model_validate(block))
     assert block_matches(compiled, req, req.query) == (block_miss(compiled, req) is None)
+
+
+def test_plain_routes_share_one_decision_and_rewrites_do_not() -> None:
+    from meshwork.core.mesh.route import request_port
+
+    assert (request_port("reviews:9080"), request_port("reviews"), request_port("a", "https")) == (
+        9080,
+        80,
+        443,
+    )
+    vs = istio(
+        "VirtualService",
+        "web",
+        {
+            "hosts": ["web"],
+            "http": [
+                {
+                    "match": [{"uri": {"prefix": "/old"}}],
+                    "rewrite": {"uri": "/new"},
+                    "route": [{"destination": {"host": "web"}}],
+                },
+                {"route": [{"destination": {"host": "web"}}]},
+            ],
+        },
+    )
+    t = table([vs], [service("web", port=8080)])
+    rng = random.Random(0)
+    a = match_route(t, get("web", "/a", port=8080), rng)
+    b = match_route(t, get("web", "/b?x=1", port=8080), rng)
+    assert a is b and a.path is None and a.authority is None
+    r1 = match_route(t, get("web", "/old/1", port=8080), rng)
+    r2 = match_route(t, get("web", "/old/2", port=8080), rng)
+    assert (r1.path, r2.path) == ("/new/1", "/new/2")

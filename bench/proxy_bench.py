@@ -1,0 +1,83 @@
+"""Proxy benchmark: ``meshwork proxy`` beside haproxy, nginx and direct, with shared/bench/proxybench.
+
+Run: ``python bench/proxy_bench.py [--rounds N] [--duration S] [--quick]``
+(about 3 minutes with the defaults). It runs the harness at
+``<repo>/../shared/bench/proxybench`` with 3 nginx backends, 64 connections,
+the small body, pinned (``--pin proxy=0,wrk=1,backends=1``: the proxy alone on
+core 0), and the targets direct, haproxy, nginx and ours under the venv's
+interpreter; then ours again under Debian's ``/usr/bin/python3`` when that
+interpreter can import meshwork and its dependencies (it usually cannot: the
+dependencies live in the venv), and says so when it cannot.
+
+Quote the ``x haproxy`` column (same-run ratios), not absolute req/s.
+Needs wrk, haproxy and nginx (``make bench`` installs them as root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HARNESS = ROOT.parent / "shared" / "bench" / "proxybench"
+SYSTEM_PYTHON = "/usr/bin/python3"
+PIN = "proxy=0,wrk=1,backends=1"
+
+
+def ours(python: str, name: str) -> str:
+    return (
+        f"{name}=cmd:{python} -m meshwork proxy --listen 127.0.0.1:{{listen_port}}"
+        " --upstream {upstreams} --workers {workers}"
+    )
+
+
+def system_python_can_run() -> str | None:
+    """None when /usr/bin/python3 imports meshwork's proxy; otherwise why not."""
+    if not Path(SYSTEM_PYTHON).exists():
+        return f"{SYSTEM_PYTHON} does not exist"
+    probe = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import meshwork.proxy.server, meshwork.cli, uvloop, httptools"],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    if probe.returncode == 0:
+        return None
+    last = (probe.stderr.strip().splitlines() or ["unknown error"])[-1]
+    return f"{SYSTEM_PYTHON} cannot import the proxy ({last})"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--quick", action="store_true", help="1 round of 5 s (a smoke run)")
+    args = ap.parse_args()
+    if not HARNESS.exists():
+        print(f"proxy bench skipped: the harness {HARNESS} is absent")
+        return 0
+    missing = [tool for tool in ("wrk", "haproxy", "nginx") if shutil.which(tool) is None
+               and not Path(f"/usr/sbin/{tool}").exists()]
+    if missing:
+        print(f"proxy bench skipped: missing {', '.join(missing)} (make bench installs them as root)")
+        return 0
+    rounds, duration = (1, 5) if args.quick else (args.rounds, args.duration)
+    targets = ["direct", "haproxy", "nginx", ours(sys.executable, "meshwork")]
+    why_not = system_python_can_run()
+    if why_not is None:
+        targets.append(
+            ours(f"env PYTHONPATH={ROOT / 'src'} {SYSTEM_PYTHON}", "meshwork-debian-python")
+        )
+    cmd = [sys.executable, str(HARNESS), "--pin", PIN, "-r", str(rounds), "-d", str(duration), *targets]
+    print(f"interpreter for 'meshwork': {sys.executable} ({sys.version.split()[0]})", flush=True)
+    if why_not is not None:
+        print(f"not run under Debian's python: {why_not}", flush=True)
+    return subprocess.run(cmd, cwd=ROOT, check=False).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

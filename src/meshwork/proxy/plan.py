@@ -1,0 +1,180 @@
+"""The seam between the proxy's byte-moving engine and whatever decides routes.
+
+What lives here: the types the engine asks about each request and acts on.
+Per request the engine calls ``Decider.decide(request, source)`` once and
+gets a ``Plan``: either a ``DirectResponse`` (answer locally: a redirect, a
+fault abort, no route) or a ``Forward`` to a ``Cluster``, with the timeout,
+the retry policy and the header edits to apply. Per attempt the engine asks
+the cluster to ``pick`` an endpoint (excluding the ones already tried) and
+reports how the attempt went with ``release``.
+
+What must not live here: sockets, asyncio, clocks, or any routing, load
+balancing or retry *policy*. Those are decisions (``meshwork.core.mesh`` for
+the control-plane-fed proxy, ``meshwork.proxy.static`` for standalone mode);
+the engine only carries them out. A decider must be fast and must not block:
+it runs on the event loop once per request.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from meshwork.core.http1 import Request
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "Cluster",
+    "Decider",
+    "DirectResponse",
+    "Endpoint",
+    "ErrorKind",
+    "Forward",
+    "HeaderEdits",
+    "Outcome",
+    "Plan",
+    "PoolLimits",
+    "RetryPolicy",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One upstream address. ``key`` ("host:port") names its connection pool."""
+
+    host: str
+    port: int
+    key: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            object.__setattr__(self, "key", f"{self.host}:{self.port}")
+
+
+class ErrorKind(enum.StrEnum):
+    """Why an attempt failed without a response, named like Envoy's retry_on conditions."""
+
+    CONNECT_FAILURE = "connect-failure"  # refused, unreachable or connect timeout (flag UF)
+    RESET = "reset"  # the upstream closed or reset before the response head (flag UC)
+    TIMEOUT = "per-try-timeout"  # the attempt's own timeout passed (flag UT)
+    OVERFLOW = "overflow"  # the pool had no room for another request (flag UO)
+    PROTOCOL = "protocol-error"  # the upstream's response was malformed (flag UPE)
+    CANCELLED = "cancelled"  # the client went away or broke framing: not the endpoint's fault
+
+
+# How an attempt ended: the upstream's status code, or why there was none.
+Outcome = int | ErrorKind
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """Per-endpoint connection pool bounds (DestinationRule connectionPool)."""
+
+    # Istio's default maxConnections is 2^32-1; a local process cannot use
+    # that many descriptors, so we bound it where a busy backend saturates.
+    max_connections: int = 1024
+    # http1MaxPendingRequests: requests waiting for a connection; beyond it, 503 UO.
+    max_pending: int = 1024
+    # Idle keep-alive connections kept per endpoint (nginx's "keepalive 256").
+    max_idle: int = 256
+    # maxRequestsPerConnection: 0 is unlimited (Istio's default).
+    max_requests_per_connection: int = 0
+    # tcp.connectTimeout: Istio's default is 10 s.
+    connect_timeout: float = 10.0
+    # http.idleTimeout for upstream connections: Istio's default is 1 h.
+    idle_timeout: float = 3600.0
+
+
+DEFAULT_LIMITS = PoolLimits()
+
+
+class Cluster(Protocol):
+    """A set of endpoints and the policy that picks among them."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def limits(self) -> PoolLimits: ...
+
+    def pick(self, exclude: frozenset[Endpoint]) -> Endpoint | None:
+        """An endpoint for the next attempt, avoiding ``exclude`` when another exists.
+
+        None means there is no healthy endpoint at all (503, flag UH).
+        """
+        ...
+
+    def release(self, endpoint: Endpoint, outcome: Outcome) -> None:
+        """The attempt that ``pick`` started on ``endpoint`` is over (outlier and LB state)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """VirtualService ``retries``: ``attempts`` is the number of retries after the first try."""
+
+    attempts: int
+    retry_on: Callable[[Outcome], bool]
+    per_try_timeout: float | None = None
+    # Envoy's default base interval between retries (fully jittered, doubling).
+    backoff_base: float = 0.025
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderEdits:
+    """Header operations, applied in Istio's order: remove, then set, then add.
+
+    Names are compared case-insensitively; values must hold no CR, LF or NUL.
+    """
+
+    set: tuple[tuple[bytes, bytes], ...] = ()
+    add: tuple[tuple[bytes, bytes], ...] = ()
+    remove: tuple[bytes, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.add or self.remove)
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Send the request to ``cluster``.
+
+    ``timeout`` bounds the whole exchange from the end of the request to the
+    response head, retries included (None: no timeout, Istio's default).
+    ``rewrite_path`` replaces the request target's path (the query is kept);
+    ``rewrite_authority`` replaces Host. ``route`` names the route for logs.
+    """
+
+    cluster: Cluster
+    timeout: float | None = None
+    retries: RetryPolicy | None = None
+    request_headers: HeaderEdits | None = None
+    response_headers: HeaderEdits | None = None
+    rewrite_path: bytes | None = None
+    rewrite_authority: bytes | None = None
+    route: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DirectResponse:
+    """Answer without an upstream. ``flag`` is the Envoy response flag for the log (NR, FI…)."""
+
+    status: int
+    body: bytes = b""
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    flag: str = ""
+    reason: str = ""  # sent as x-meshwork-reason when set
+    route: str = ""
+
+
+Plan = Forward | DirectResponse
+
+
+class Decider(Protocol):
+    """Turns a validated request head into a Plan. Called once per request, on the loop."""
+
+    def decide(self, request: Request, source: str) -> Plan:
+        """``source`` is the client's IP address (for sourceIP hashing and logs)."""
+        ...
