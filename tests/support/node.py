@@ -112,7 +112,8 @@ def app_pids(shim: int) -> list[int]:
 def running_node(data_dir: Path, *extra: str) -> Iterator[Node]:
     server = ServerProcess(data_dir)
     try:
-        server.start("--agent", "--node-name", "node-1", *extra)
+        gateway = () if "--ingress-gateway" in extra else ("--no-ingress-gateway",)
+        server.start("--agent", "--node-name", "node-1", *extra, *gateway)
         yield Node(server)
     finally:
         with contextlib.suppress(Exception):

@@ -45,6 +45,9 @@ def _builtin() -> dict[str, ImageEntry]:
         "busybox": shell, "alpine": shell, "debian": shell, "ubuntu": shell,
         "python": py, "pause": ImageEntry(("sleep", "infinity")),
         "registry.k8s.io/pause": ImageEntry(("sleep", "infinity")),
+        # The mesh proxy that injection adds (and Istio's own image name for it).
+        "meshwork/proxyv2": ImageEntry((sys.executable, "-m", "meshwork", "sidecar")),
+        "istio/proxyv2": ImageEntry((sys.executable, "-m", "meshwork", "sidecar")),
     }  # fmt: skip
 
 

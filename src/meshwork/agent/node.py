@@ -37,6 +37,7 @@ from meshwork.agent.api import (
 from meshwork.agent.images import Catalogue
 from meshwork.agent.worker import PodWorker, Run
 from meshwork.client import Client
+from meshwork.core.inject import OUTBOUND_PORT, SIDECAR_NAME
 from meshwork.core.restart import rfc3339
 from meshwork.errors import Gone, MeshworkError
 from meshwork.model.base import Quantity
@@ -154,6 +155,7 @@ class Agent:
         self.dir = data_dir / "nodes" / name
         self.pods_dir = self.dir / "pods"
         self.logs_dir = self.dir / "logs"
+        self.token_file = self.dir / "proxy-token"
         self.catalogue = Catalogue(data_dir)
         self.sources = Sources(self.api)
         self.requested_cidr = pod_cidr
@@ -223,8 +225,23 @@ class Agent:
     # -- what workers ask of the node ---------------------------------------------------
 
     def pod_env(self, worker: PodWorker, container: Container) -> dict[str, str]:
-        """The DESIGN.md networking variables (the sidecar's proxy variables come with the mesh)."""
-        return {"POD_IP": worker.ip or "", "HOSTNAME": worker.name}
+        """The DESIGN.md networking variables; in a meshed pod, the proxy variables too.
+
+        The app of a pod with the mesh proxy sends its outbound HTTP through it
+        (``HTTP_PROXY=http://$POD_IP:15001``), so ``http://reviews:9080/`` works
+        from any proxy-aware client; the proxy itself learns how to reach the
+        control plane.
+        """
+        ip = worker.ip or ""
+        env = {"POD_IP": ip, "HOSTNAME": worker.name}
+        meshed = any(r.spec.name == SIDECAR_NAME for r in worker.runs.values())
+        if container.name == SIDECAR_NAME:
+            env.update({"MESHWORK_SERVER": self.api.client.server, "MESHWORK_TOKEN_FILE": str(self.token_file)})
+        elif meshed:
+            proxy = f"http://{ip}:{OUTBOUND_PORT}"
+            no_proxy = f"localhost,127.0.0.1,::1,{ip}"
+            env.update({"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": no_proxy, "no_proxy": no_proxy})
+        return env
 
     def open_logs(self, directory: Path, restart: int, out: Path, err: Path) -> Any:
         return self.resources.open_logs(directory, restart, out, err)
@@ -429,6 +446,10 @@ class Agent:
 
     async def run(self) -> None:
         self.pods_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # The meshed pods' proxies read the control plane's token from here (0600).
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.api.client.token or "")
         self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -20,10 +20,12 @@ from meshwork.cli.config import data_dir
 from meshwork.cli.context import Session
 from meshwork.cli.lifecycle import down_cmd, server_cmd, up_cmd
 from meshwork.cli.mesh import proxy_config_cmd, proxy_status_cmd
-from meshwork.cli.podio import exec_cmd, logs_cmd, top_cmd
+from meshwork.cli.podio import exec_cmd, logs_cmd
 from meshwork.cli.proxy import proxy_cmd
 from meshwork.cli.rollout import rollout_cmd
 from meshwork.cli.scale import scale_cmd
+from meshwork.cli.sidecar import sidecar_cmd
+from meshwork.cli.topsvc import top_group
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,9 +65,10 @@ for command in (
     rollout_cmd,
     logs_cmd,
     exec_cmd,
-    top_cmd,
+    top_group,
     scale_cmd,
     proxy_cmd,
+    sidecar_cmd,
     version_cmd,
     proxy_status_cmd,
     proxy_config_cmd,

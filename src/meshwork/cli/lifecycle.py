@@ -105,6 +105,23 @@ def _url(host: str, port: int) -> str:
     help="How long pods stay on an unreachable or not-ready node (unless their tolerations say otherwise) "
     "before they are deleted and replaced elsewhere.",
 )
+@click.option(
+    "--ingress-gateway/--no-ingress-gateway",
+    "ingress_gateway",
+    default=True,
+    show_default=True,
+    help="Create istio-system/istio-ingressgateway (needs --agent to run it).",
+)
+@click.option(
+    "--ingress-host", default="127.0.0.1", show_default=True, help="Address the ingress gateway listens on."
+)
+@click.option(
+    "--ingress-ports",
+    default="80:8080,443:8443",
+    show_default=True,
+    metavar="PORT:HOSTPORT,...",
+    help="Gateway server ports and the host ports the ingress gateway listens on for them.",
+)
 @reports_errors
 def server_cmd(
     host: str,
@@ -116,18 +133,24 @@ def server_cmd(
     node_name: str | None,
     grace_period: str,
     eviction_timeout: str,
+    ingress_gateway: bool,
+    ingress_host: str,
+    ingress_ports: str,
 ) -> None:
     """Run the meshwork control plane in the foreground (SIGTERM or Ctrl-C stops it)."""
+    from meshwork.control.ingress import parse_ports
     from meshwork.control.server import lifecycle_config, parse_duration, run_server
 
     try:
         lifecycle = lifecycle_config(parse_duration(grace_period), parse_duration(eviction_timeout))
+        parse_ports(ingress_ports)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     load_kinds()
     run_server(
         host=host, port=port, data_dir=_data_dir(data_dir), store_url=store_url, controllers=controllers,
         agent=agent, node_name=node_name, lifecycle=lifecycle,
+        ingress=f"{ingress_host}={ingress_ports}" if ingress_gateway and agent else None,
     )
 
 

@@ -87,12 +87,15 @@ async def serve(
     agent: bool = False,
     node_name: str | None = None,
     lifecycle: LifecycleConfig | None = None,
+    ingress: str | None = None,
 ) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT when it is not given).
 
     ``agent``: also run this machine's node agent (a child process).
     ``lifecycle``: the node lifecycle controller's grace period and pod eviction
     timeout (``--node-monitor-grace-period``, ``--pod-eviction-timeout``).
+    ``ingress``: ``HOST=PORTMAP`` for the ingress gateway (``127.0.0.1=80:8080,443:8443``),
+    or None for none.
     """
     ensure_data_dir(data_dir)
     REGISTRY.load_all()  # every model now, so no request pays for importing one
@@ -109,6 +112,11 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     try:
         await api.start()
+        if ingress is not None:
+            from meshwork.control.ingress import ensure_ingress_gateway, parse_ports
+
+            gw_host, _, gw_ports = ingress.partition("=")
+            await ensure_ingress_gateway(api.objects, gw_host, parse_ports(gw_ports))
         await http.start(host, port)
         url = f"http://{host}:{http.port}"
         from meshwork.cli.config import write_client_config
@@ -151,6 +159,7 @@ def run_server(
     agent: bool = False,
     node_name: str | None = None,
     lifecycle: LifecycleConfig | None = None,
+    ingress: str | None = None,
 ) -> None:
     """Blocking entry point for the CLI: run the server on uvloop when it is installed."""
     logging.basicConfig(
@@ -159,7 +168,7 @@ def run_server(
         stream=sys.stderr,
     )
     coro = serve(host=host, port=port, data_dir=data_dir, store_url=store_url, controllers=controllers,
-                 agent=agent, node_name=node_name, lifecycle=lifecycle)
+                 agent=agent, node_name=node_name, lifecycle=lifecycle, ingress=ingress)
     try:
         import uvloop
     except ImportError:

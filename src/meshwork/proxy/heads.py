@@ -125,9 +125,8 @@ def request_head(req: Request, plan: Forward) -> bytes:
 def _slow_request_head(req: Request, plan: Forward) -> bytes:
     head = req.head
     target = req.target
-    if plan.rewrite_path is not None and target[:1] == b"/":
-        _, q, query = target.partition(b"?")
-        target = plan.rewrite_path + (b"?" + query if q else b"")
+    if plan.rewrite_path is not None:  # the whole origin-form target (an absolute-form one too)
+        target = plan.rewrite_path
     first = b"%s %s HTTP/%s\r\n" % (req.method, target, req.http_version)
     drop = set(_REQ_DROP) | _nominated(head)
     if req.upgrade is not None:

@@ -143,8 +143,19 @@ class Forward:
 
     ``timeout`` bounds the whole exchange from the end of the request to the
     response head, retries included (None: no timeout, Istio's default).
-    ``rewrite_path`` replaces the request target's path (the query is kept);
-    ``rewrite_authority`` replaces Host. ``route`` names the route for logs.
+    ``rewrite_path`` replaces the whole request target with this origin-form
+    one (path and query; it also turns a proxy client's absolute-form target
+    into origin form); ``rewrite_authority`` replaces Host. ``route`` names
+    the route for logs.
+
+    ``delay`` (VirtualService ``fault.delay``, already decided for this
+    request: None or 0 means none) holds the request that long before the
+    first endpoint is picked; the client's bytes keep being read meanwhile.
+    ``mirror`` (VirtualService ``mirror`` + ``mirrorPercentage``) is
+    ``(cluster, percentage)``: that share (0 to 100, Istio's
+    ``mirrorPercentage.value``) of requests is copied to one endpoint of
+    ``cluster`` with ``-shadow`` appended to the authority; the copy's answer
+    is ignored and it never delays nor fails the main exchange.
     """
 
     cluster: Cluster
@@ -155,6 +166,8 @@ class Forward:
     rewrite_path: bytes | None = None
     rewrite_authority: bytes | None = None
     route: str = ""
+    delay: float | None = None
+    mirror: tuple[Cluster, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,7 +238,7 @@ def test_server_and_agent_killed_and_restarted_keep_every_pod_exactly_once(tmp_p
 
         restarted = ServerProcess(tmp_path, port=node.server.port)
         try:
-            restarted.start("--agent", "--node-name", "node-1")
+            restarted.start("--agent", "--node-name", "node-1", "--no-ingress-gateway")
             node2 = Node(restarted)
             # Re-adopted, not restarted: the same processes, and no duplicate.
             time.sleep(3)

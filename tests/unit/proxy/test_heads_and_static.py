@@ -52,13 +52,16 @@ def test_http10_asks_upstream_for_keep_alive_and_upgrade_keeps_upgrade() -> None
 def test_rewrites_and_header_edits() -> None:
     plan = Forward(
         PLAN.cluster,
-        rewrite_path=b"/v2",
+        rewrite_path=b"/v2?q=1",  # the whole new target: routing decides what becomes of the query
         rewrite_authority=b"backend",
         request_headers=HeaderEdits(set=((b"X-Set", b"1"),), add=((b"X-Add", b"2"),), remove=(b"x-drop",)),
     )
     raw = b"GET /v1?q=1 HTTP/1.1\r\nHost: x\r\nX-Drop: d\r\nX-Set: old\r\n\r\n"
     out = request_head(parse(raw), plan)
     assert out == b"GET /v2?q=1 HTTP/1.1\r\nHost: backend\r\nX-Set: 1\r\nX-Add: 2\r\n\r\n"
+    proxied = parse(b"GET http://reviews:9080/r?x=1 HTTP/1.1\r\nHost: reviews:9080\r\n\r\n")
+    out = request_head(proxied, Forward(PLAN.cluster, rewrite_path=b"/r?x=1"))
+    assert out == b"GET /r?x=1 HTTP/1.1\r\nHost: reviews:9080\r\n\r\n"  # absolute form made origin form
 
 
 def test_response_head_edits() -> None:

@@ -20,6 +20,7 @@ from meshwork.control.api import allocate, strategy
 from meshwork.control.api.cache import CachedObject, WatchCache
 from meshwork.control.api.paths import object_key
 from meshwork.control.store.base import Record, Store
+from meshwork.core import inject
 from meshwork.core.patch import json_patch, merge_patch
 from meshwork.errors import (
     AlreadyExists,
@@ -170,6 +171,8 @@ class Objects:
         meta = raw.get("metadata") or {}
         if not meta.get("name") and meta.get("generateName"):
             raw = {**raw, "metadata": {**meta, "name": strategy.generated_name(meta["generateName"])}}
+        if info.group == "" and info.kind == "Pod":
+            raw = self._injected(raw, meta.get("namespace") or namespace)
         obj = self.validate(info, raw, namespace, None)
         namespace = obj["metadata"].get("namespace")
         if info.namespaced:
@@ -188,6 +191,14 @@ class Objects:
         if info.group == "" and info.kind == "Namespace" and not dry_run:
             await self._default_service_account(obj["metadata"]["name"])
         return created
+
+    def _injected(self, raw: dict[str, Any], namespace: str | None) -> dict[str, Any]:
+        """The pod with the mesh sidecar when Istio's injection policy says so (its webhook's job)."""
+        ns_info = REGISTRY.for_group_kind("", "Namespace")
+        assert ns_info is not None
+        ns = self.cache.get(object_key(ns_info, None, namespace or "default"))
+        labels = (ns.obj.get("metadata", {}).get("labels") or {}) if ns is not None else {}
+        return inject.inject(raw) if inject.wants_sidecar(raw, labels) else raw
 
     async def _default_service_account(self, namespace: str) -> None:
         """Every namespace has a ``default`` ServiceAccount, as Kubernetes' controller makes."""

@@ -1,0 +1,72 @@
+"""``meshwork sidecar``: the proxy fed by the control plane (what the injected istio-proxy runs)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from pathlib import Path
+
+import click
+
+__all__ = ["sidecar_cmd"]
+
+
+def _ports(text: str) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        service, _, listen = part.partition(":")
+        if not service.isdigit() or (listen and not listen.isdigit()):
+            raise click.BadParameter(f"{part!r}: give PORT or SERVICEPORT:LISTENPORT", param_hint="--ports")
+        out[int(service)] = int(listen or service)
+    return out
+
+
+@click.command("sidecar")
+@click.option("--server", envvar="MESHWORK_SERVER", required=True, help="API server URL.")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), envvar="MESHWORK_TOKEN_FILE",
+              default=None, help="File holding the bearer token (else MESHWORK_TOKEN).")  # fmt: skip
+@click.option("--role", type=click.Choice(["sidecar", "gateway"]), default="sidecar", show_default=True)
+@click.option("--pod", envvar="POD_NAME", required=True, help="This pod's name (POD_NAME).")
+@click.option("--namespace", envvar="POD_NAMESPACE", required=True, help="This pod's namespace (POD_NAMESPACE).")
+@click.option("--ip", envvar="INSTANCE_IP", required=True, help="This pod's IP (INSTANCE_IP).")
+@click.option("--listen-host", default=None, help="Address to listen on (default: the pod IP; gateways: 127.0.0.1).")
+@click.option("--ports", default="80:8080,443:8443", show_default=True,
+              help="Gateway: Gateway server port -> port to listen on.")  # fmt: skip
+@click.option("--labels", default=None, help="Gateway without a pod: its labels, k=v,...")
+def sidecar_cmd(server: str, token_file: Path | None, role: str, pod: str, namespace: str, ip: str,
+                listen_host: str | None, ports: str, labels: str | None) -> None:  # fmt: skip
+    """Run the mesh proxy for one pod (sidecar) or as an ingress gateway."""
+    from meshwork.proxy.sidecar import Sidecar, SidecarOptions
+
+    token = token_file.read_text().strip() if token_file else os.environ.get("MESHWORK_TOKEN", "")
+    if not token:
+        raise click.UsageError("give --token-file or MESHWORK_TOKEN")
+    kind = "router" if role == "gateway" else "sidecar"
+    proxy_id = f"{kind}~{ip}~{pod}.{namespace}~{namespace}.svc.cluster.local"
+    host = listen_host or ("127.0.0.1" if role == "gateway" else ip)
+    logging.basicConfig(level=os.environ.get("MESHWORK_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    options = SidecarOptions(server=server, token=token, proxy_id=proxy_id, listen_host=host, role=role,
+                             gateway_ports=_ports(ports) if role == "gateway" else {}, labels=labels)  # fmt: skip
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        sidecar = Sidecar(options)
+        runner = asyncio.create_task(sidecar.run(stop))
+        await stop.wait()
+        runner.cancel()
+        await sidecar.close()
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

@@ -1,0 +1,111 @@
+"""Sidecar injection: whether a new pod joins the mesh, and the pod it becomes. Pure.
+
+What lives here: Istio's injection policy (``wants_sidecar``) and the
+mutation its webhook makes (``inject``), done here when the API server
+admits a pod. The decision, in Istio's order:
+
+* a pod on the host network is never injected;
+* the pod's ``sidecar.istio.io/inject`` label, else its annotation, says
+  ``"true"`` or ``"false"``;
+* otherwise the namespace: ``istio-injection=enabled`` (or an
+  ``istio.io/rev`` label) injects, ``istio-injection=disabled`` does not;
+* nothing said: not injected (Istio's default policy ``enabled`` needs the
+  namespace opt-in too).
+
+The injected proxy is a native sidecar (an init container with
+``restartPolicy: Always``, as Istio does with native sidecars on), so the app
+starts only once it is ready and a Job's pod ends whatever it does. It reads
+its identity from the downward API as Istio's does (``POD_NAME``,
+``POD_NAMESPACE``, ``INSTANCE_IP``, ``SERVICE_ACCOUNT``); the node agent adds
+how to reach the control plane.
+
+What must not: reading namespaces (passed in), I/O.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from typing import Any
+
+SIDECAR_NAME = "istio-proxy"
+SIDECAR_IMAGE = "meshwork/proxyv2"
+INJECT = "sidecar.istio.io/inject"
+STATUS = "sidecar.istio.io/status"
+NAMESPACE_LABEL = "istio-injection"
+REVISION_LABEL = "istio.io/rev"
+OUTBOUND_PORT = 15001
+INBOUND_PORT = 15006
+ADMIN_PORT = 15020
+
+
+def _says(value: str | None) -> bool | None:
+    if value is None:
+        return None
+    text = value.strip().lower()
+    if text in ("true", "enabled", "yes", "y", "on"):
+        return True
+    if text in ("false", "disabled", "no", "n", "off"):
+        return False
+    return None
+
+
+def wants_sidecar(pod: Mapping[str, Any], namespace_labels: Mapping[str, str]) -> bool:
+    """Istio's injection decision for ``pod`` (a wire dict) in a namespace with these labels."""
+    spec = pod.get("spec") or {}
+    if spec.get("hostNetwork"):
+        return False
+    containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
+    if any(c.get("name") == SIDECAR_NAME for c in containers):
+        return False  # already there (injected before, or written by hand)
+    meta = pod.get("metadata") or {}
+    for source in (meta.get("labels") or {}, meta.get("annotations") or {}):
+        said = _says(source.get(INJECT))
+        if said is not None:
+            return said
+    said = _says(namespace_labels.get(NAMESPACE_LABEL))
+    if said is not None:
+        return said
+    return REVISION_LABEL in namespace_labels
+
+
+def _field(path: str) -> dict[str, Any]:
+    return {"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
+
+
+def sidecar_container() -> dict[str, Any]:
+    return {
+        "name": SIDECAR_NAME,
+        "image": SIDECAR_IMAGE,
+        "restartPolicy": "Always",
+        "ports": [{"name": "http-envoy-prom", "containerPort": ADMIN_PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": "POD_NAME", **_field("metadata.name")},
+            {"name": "POD_NAMESPACE", **_field("metadata.namespace")},
+            {"name": "INSTANCE_IP", **_field("status.podIP")},
+            {"name": "SERVICE_ACCOUNT", **_field("spec.serviceAccountName")},
+        ],
+        # Ready once a first config applied: the outbound listener opens only then.
+        "readinessProbe": {"tcpSocket": {"port": OUTBOUND_PORT}, "periodSeconds": 1, "failureThreshold": 30},
+        "resources": {"requests": {"cpu": "10m", "memory": "40Mi"}},
+    }
+
+
+def inject(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The pod with the sidecar added (a copy; ``pod`` is not changed)."""
+    out = copy.deepcopy(dict(pod))
+    spec = out.setdefault("spec", {})
+    spec["initContainers"] = [sidecar_container(), *(spec.get("initContainers") or [])]
+    meta = out.setdefault("metadata", {})
+    labels = meta.setdefault("labels", {})
+    labels.setdefault("security.istio.io/tlsMode", "istio")
+    app = labels.get("app.kubernetes.io/name") or labels.get("app") or meta.get("name", "")
+    labels.setdefault("service.istio.io/canonical-name", app)
+    labels.setdefault("service.istio.io/canonical-revision",
+                      labels.get("app.kubernetes.io/version") or labels.get("version") or "latest")  # fmt: skip
+    annotations = meta.setdefault("annotations", {})
+    annotations[STATUS] = json.dumps({"initContainers": [SIDECAR_NAME], "containers": [], "volumes": [],
+                                      "imagePullSecrets": None, "revision": "default"},
+                                     separators=(",", ":"))  # fmt: skip
+    return out

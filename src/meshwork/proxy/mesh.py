@@ -1,0 +1,261 @@
+"""The control-plane-fed decider: a compiled routing table behind the engine's ``Decider`` seam.
+
+What lives here: ``MeshDecider`` (one per applied snapshot) turns each
+request into a ``Plan`` with ``meshwork.core.mesh.route.match_route``, and
+``ClusterState`` keeps what must outlive a snapshot: each cluster's load
+balancer position and active requests, and its outlier-detection state,
+carried over by cluster name when a new snapshot arrives, so a config push
+never readmits an ejected endpoint or resets round robin.
+
+What must not: routing policy (``core.mesh``), sockets or the event loop.
+Time comes from ``clock`` (the engine's loop clock), randomness from one
+``random.Random`` per proxy.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from meshwork.core.http1 import Request as HttpRequest
+from meshwork.core.mesh import table as t
+from meshwork.core.mesh.lb import HashInput, LoadBalancer
+from meshwork.core.mesh.outlier import OutlierDetector
+from meshwork.core.mesh.route import (
+    Request,
+    RouteDecision,
+    hash_input,
+    match_route,
+    request_port,
+    retry_on,
+)
+from meshwork.proxy import plan
+
+UNBOUNDED_CONNECTIONS = 1024  # a local process cannot use Istio's 2^32-1
+_OUTCOMES: dict[str, str] = {
+    plan.ErrorKind.CONNECT_FAILURE: "connect_failure",
+    plan.ErrorKind.RESET: "reset",
+    plan.ErrorKind.TIMEOUT: "timeout",
+    plan.ErrorKind.PROTOCOL: "reset",
+}
+
+
+def _core_outcome(outcome: plan.Outcome) -> int | str | None:
+    """The engine's outcome as core.mesh reads it (None: nothing the endpoint did)."""
+    if isinstance(outcome, plan.ErrorKind):
+        return _OUTCOMES.get(outcome)
+    return outcome
+
+
+def _limits(pool: t.Cluster) -> plan.PoolLimits:
+    p = pool.pool
+
+    def bounded(value: int) -> int:
+        return min(value, UNBOUNDED_CONNECTIONS) if value > 0 else UNBOUNDED_CONNECTIONS
+
+    return plan.PoolLimits(
+        max_connections=bounded(p.max_connections),
+        max_pending=bounded(p.max_pending),
+        max_requests_per_connection=p.max_requests_per_connection,
+        connect_timeout=p.connect_timeout,
+        idle_timeout=p.idle_timeout if p.idle_timeout is not None else plan.DEFAULT_LIMITS.idle_timeout,
+    )
+
+
+def _edits(ops: tuple[t.HeaderOps, ...]) -> plan.HeaderEdits | None:
+    if not any(ops):
+        return None
+    set_: list[tuple[bytes, bytes]] = []
+    add: list[tuple[bytes, bytes]] = []
+    remove: list[bytes] = []
+    for o in ops:
+        remove += [n.encode() for n in o.remove]
+        set_ += [(n.encode(), v.encode()) for n, v in o.set]
+        add += [(n.encode(), v.encode()) for n, v in o.add]
+    return plan.HeaderEdits(set=tuple(set_), add=tuple(add), remove=tuple(remove))
+
+
+class ClusterState:
+    """The live side of one cluster: balancer and outlier detection, kept across snapshots."""
+
+    def __init__(self, spec: t.Cluster, rng: random.Random, clock: Callable[[], float]) -> None:
+        self.rng, self.clock = rng, clock
+        self.outlier: OutlierDetector | None = None
+        self.update(spec)
+
+    def update(self, spec: t.Cluster) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.limits = _limits(spec)
+        old = getattr(self, "lb", None)
+        self.lb = LoadBalancer(spec.lb, spec.endpoints)
+        if old is not None:  # keep active counts (least request) for endpoints that stay
+            for ep in spec.endpoints:
+                for _ in range(old.active(ep.key)):
+                    self.lb.request_started(ep.key)
+        self.endpoints = {ep.key: plan.Endpoint(ep.address, ep.port) for ep in spec.endpoints}
+        if spec.outlier is None:
+            self.outlier = None
+        elif self.outlier is None or self.outlier.config != spec.outlier:
+            self.outlier = OutlierDetector(spec.outlier, self.endpoints)
+        else:
+            self.outlier.set_endpoints(self.endpoints)
+
+    def pick(self, exclude: frozenset[plan.Endpoint], hashed: HashInput | None = None) -> plan.Endpoint | None:
+        now = self.clock()
+        unavailable = self.outlier.unavailable(now) if self.outlier is not None else frozenset()
+        chosen = self.lb.pick(self.rng, hash_input=hashed, unavailable=unavailable,
+                              exclude={e.key for e in exclude})  # fmt: skip
+        ep = chosen.endpoint
+        if ep is None:
+            return None
+        self.lb.request_started(ep.key)
+        return self.endpoints.get(ep.key) or plan.Endpoint(ep.address, ep.port)
+
+    def release(self, endpoint: plan.Endpoint, outcome: plan.Outcome) -> None:
+        self.lb.request_finished(endpoint.key)
+        if self.outlier is not None:
+            seen = _core_outcome(outcome)
+            if seen is not None:
+                self.outlier.record(endpoint.key, seen, self.clock())
+
+
+class _Bound:
+    """A cluster with one request's hash input, for consistent-hash balancing."""
+
+    __slots__ = ("hashed", "limits", "name", "state")
+
+    def __init__(self, state: ClusterState, hashed: HashInput) -> None:
+        self.state, self.hashed = state, hashed
+        self.name, self.limits = state.name, state.limits
+
+    def pick(self, exclude: frozenset[plan.Endpoint]) -> plan.Endpoint | None:
+        return self.state.pick(exclude, self.hashed)
+
+    def release(self, endpoint: plan.Endpoint, outcome: plan.Outcome) -> None:
+        self.state.release(endpoint, outcome)
+
+
+class _Passthrough:
+    """Istio's PassthroughCluster: the address the client asked for, as it is."""
+
+    __slots__ = ("endpoint", "limits", "name")
+
+    def __init__(self, host: str, port: int) -> None:
+        self.name = "PassthroughCluster"
+        self.limits = plan.DEFAULT_LIMITS
+        self.endpoint = plan.Endpoint(host, port)
+
+    def pick(self, exclude: frozenset[plan.Endpoint]) -> plan.Endpoint | None:
+        return self.endpoint
+
+    def release(self, endpoint: plan.Endpoint, outcome: plan.Outcome) -> None:
+        pass
+
+
+class MeshDecider:
+    """Routes with one compiled table; ``states`` is shared with the decider it replaces."""
+
+    def __init__(
+        self,
+        table: t.RoutingTable,
+        *,
+        states: dict[str, ClusterState] | None = None,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        listener_port: int | None = None,
+    ) -> None:
+        self.table = table
+        self.rng = rng or random.Random()
+        self.clock = clock
+        self.listener_port = listener_port  # a gateway routes by the port it listens on
+        self.states: dict[str, ClusterState] = states if states is not None else {}
+        live = set()
+        for name, spec in table.clusters.items():
+            live.add(name)
+            state = self.states.get(name)
+            if state is None:
+                self.states[name] = ClusterState(spec, self.rng, clock)
+            elif state.spec != spec:
+                state.update(spec)
+        for gone in [n for n in self.states if n not in live]:
+            del self.states[gone]
+        self._retry_cache: dict[int, plan.RetryPolicy] = {}
+
+    def _retries(self, policy: t.RetryPolicy) -> plan.RetryPolicy | None:
+        if policy.attempts <= 0:
+            return None
+        cached = self._retry_cache.get(id(policy))
+        if cached is None:
+            def decide(outcome: plan.Outcome, p: t.RetryPolicy = policy) -> bool:
+                seen = _core_outcome(outcome)
+                return seen is not None and retry_on(p, seen)
+
+            cached = plan.RetryPolicy(attempts=policy.attempts, retry_on=decide,
+                                      per_try_timeout=policy.per_try_timeout,
+                                      backoff_base=policy.backoff_base)  # fmt: skip
+            self._retry_cache[id(policy)] = cached
+        return cached
+
+    @staticmethod
+    def routing_request(req: HttpRequest, listener_port: int | None = None) -> Request:
+        """What routing reads: origin-form path, authority, lower-cased headers, the service port."""
+        target = req.target.decode("latin-1")
+        authority = (req.host or b"").decode("latin-1")
+        scheme = "http"
+        if not target.startswith("/") and "://" in target:  # absolute-form: a client using us as its proxy
+            parts = urlsplit(target)
+            scheme = parts.scheme or "http"
+            authority = parts.netloc or authority
+            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers: dict[str, str] = {}
+        for name, value in req.headers:
+            key = name.decode("latin-1").lower()
+            text = value.decode("latin-1")
+            headers[key] = f"{headers[key]},{text}" if key in headers else text
+        port = listener_port if listener_port is not None else request_port(authority, scheme)
+        return Request(method=req.method.decode("latin-1"), path=target, authority=authority,
+                       headers=headers, port=port, scheme=scheme)  # fmt: skip
+
+    def decide(self, request: HttpRequest, source: str) -> plan.Plan:
+        req = self.routing_request(request, self.listener_port)
+        decision = match_route(self.table, req, self.rng)
+        return self.plan_for(decision, req, request, source)
+
+    def plan_for(self, d: RouteDecision, req: Request, raw: HttpRequest, source: str) -> plan.Plan:
+        route = d.route.name if d.route is not None else ""
+        absolute = not raw.target.startswith(b"/") and b"://" in raw.target
+        if d.action == "forward":
+            cluster: plan.Cluster
+            if d.passthrough or d.cluster is None:
+                host, _, port = req.authority.rpartition(":")
+                if not host:
+                    host, port = req.authority, "80"
+                cluster = _Passthrough(host, int(port) if port.isdigit() else 80)
+            else:
+                state = self.states[d.cluster.name]
+                if state.spec.lb.policy in ("RING_HASH", "MAGLEV"):
+                    cluster = _Bound(state, hash_input(req, source))
+                else:
+                    cluster = state
+            mirror: tuple[plan.Cluster, float] | None = None
+            if d.mirrors:  # already sampled by mirrorPercentage: copy this one
+                shadow = self.states.get(d.mirrors[0].cluster)
+                if shadow is not None:
+                    mirror = (shadow, 100.0)
+            path = d.path if d.path is not None else (req.path if absolute else None)
+            authority = d.authority if d.authority is not None else (req.authority if absolute else None)
+            return plan.Forward(
+                cluster=cluster, timeout=d.timeout, retries=self._retries(d.retry),
+                request_headers=_edits(d.request_headers), response_headers=_edits(d.response_headers),
+                rewrite_path=path.encode() if path is not None else None,
+                rewrite_authority=authority.encode() if authority is not None else None, route=route,
+                delay=d.delay or None, mirror=mirror,
+            )  # fmt: skip
+        headers = tuple((n.encode(), v.encode()) for n, v in d.response_extra)
+        if d.location:
+            headers += ((b"location", d.location.encode()),)
+        return plan.DirectResponse(status=d.status, body=d.body, headers=headers,
+                                   flag=",".join(d.flags), reason=d.reason, route=route)  # fmt: skip

@@ -1,0 +1,200 @@
+"""A proxy fed by the control plane: the sidecar (and gateway) runtime.
+
+It opens the mesh config stream (``GET /apis/mesh.meshwork.io/v1/proxies/
+{id}/config``, newline-delimited JSON snapshots), compiles each snapshot
+with ``meshwork.core.mesh``, swaps the listeners' decider in one assignment
+(requests in flight finish with the decider they started with; connections
+stay open), and acknowledges: ACK with the version, or NACK with the error,
+keeping the last good config. When the stream breaks it reconnects with
+back-off, asking for what is newer than the version it holds, and goes on
+serving meanwhile: the data plane never depends on the control plane being up.
+
+Roles: a sidecar listens on ``$POD_IP:15001`` for its app's outbound
+requests (the app's ``HTTP_PROXY``); a gateway listens on every port its
+Gateways' servers name (mapped through the gateway Service's targetPort) on
+the configured host address. The outbound listener opens only once a first
+config applies, so the pod's readiness (a TCP probe on 15001) means "routing".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httptools
+
+from meshwork.core.mesh.compile import compile_snapshot
+from meshwork.core.mesh.snapshot import snapshot_from_wire
+from meshwork.proxy.mesh import ClusterState, MeshDecider
+
+log = logging.getLogger("meshwork.proxy")
+
+API = "/apis/mesh.meshwork.io/v1"
+OUTBOUND_PORT = 15001
+RECONNECT_MIN_S = 0.2
+RECONNECT_MAX_S = 5.0
+MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class SidecarOptions:
+    server: str
+    token: str
+    proxy_id: str
+    listen_host: str
+    role: str = "sidecar"
+    gateway_ports: dict[int, int] = field(default_factory=dict)  # Gateway server port -> port to listen on
+    labels: str | None = None  # gateways without a Pod: their selector labels
+
+
+class _Stream:
+    """httptools callbacks for a chunked NDJSON response: complete lines into a queue."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers_done = asyncio.Event()
+        self.lines: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._buf = bytearray()
+
+    def on_headers_complete(self) -> None:
+        self.headers_done.set()
+
+    def on_body(self, body: bytes) -> None:
+        self._buf += body
+        if len(self._buf) > MAX_SNAPSHOT_BYTES:
+            raise ValueError("a snapshot line is too large")
+        while (i := self._buf.find(b"\n")) >= 0:
+            line = bytes(self._buf[:i])
+            del self._buf[: i + 1]
+            if line.strip():
+                self.lines.put_nowait(line)
+
+    def on_message_complete(self) -> None:
+        self.lines.put_nowait(None)
+
+
+class Sidecar:
+    def __init__(self, options: SidecarOptions) -> None:
+        self.options = options
+        url = urlsplit(options.server)
+        self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
+        self.version = ""
+        self.applied = asyncio.Event()
+        self.states: dict[str, ClusterState] = {}
+        self.rng = random.Random()
+        self.proxies: dict[int, Any] = {}  # listen port -> HttpProxy
+        self.decider: MeshDecider | None = None
+        self.last_error: str | None = None
+
+    # -- applying config -------------------------------------------------------------
+
+    async def apply(self, raw: dict[str, Any]) -> str | None:
+        """Compile and install one snapshot; the NACK text, or None when applied."""
+        try:
+            table = compile_snapshot(snapshot_from_wire(raw))
+        except Exception as exc:  # anything wrong in a snapshot is a NACK, never a crash
+            return f"{type(exc).__name__}: {exc}"
+        loop = asyncio.get_running_loop()
+        if self.options.role == "gateway":
+            await self._gateway_listeners(table, loop)
+        else:
+            decider = MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time)
+            self.decider = decider
+            await self._listen(OUTBOUND_PORT, decider)
+        self.version = str(raw.get("version", ""))
+        self.applied.set()
+        return None
+
+    async def _listen(self, port: int, decider: MeshDecider, bind_port: int | None = None) -> None:
+        from meshwork.proxy.server import HttpProxy
+
+        proxy = self.proxies.get(port)
+        if proxy is None:
+            proxy = HttpProxy(decider)
+            await proxy.start(self.options.listen_host, bind_port if bind_port is not None else port)
+            self.proxies[port] = proxy
+        else:
+            proxy.decider = decider  # one assignment: the next request routes with the new table
+
+    async def _gateway_listeners(self, table: Any, loop: asyncio.AbstractEventLoop) -> None:
+        wanted = set(table.ports)
+        for port in sorted(wanted):
+            decider = MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time, listener_port=port)
+            await self._listen(port, decider, self.options.gateway_ports.get(port, port))
+        for port in [p for p in self.proxies if p not in wanted]:
+            await self.proxies.pop(port).close(1.0)
+
+    # -- the config stream ----------------------------------------------------------------
+
+    async def _ack(self, version: str, error: str | None) -> None:
+        body = json.dumps({"version": version, "error": error}).encode()
+        path = f"{API}/proxies/{quote(self.options.proxy_id, safe='')}/ack"
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            writer.write(
+                (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.options.token}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                 ).encode() + body)  # fmt: skip
+            await writer.drain()
+            await reader.read()
+        finally:
+            writer.close()
+
+    async def _stream_once(self) -> None:
+        query = f"?version={quote(self.version)}" if self.version else ""
+        if self.options.labels:
+            query += ("&" if query else "?") + f"labels={quote(self.options.labels)}"
+        path = f"{API}/proxies/{quote(self.options.proxy_id, safe='')}/config{query}"
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        stream = _Stream()
+        parser = httptools.HttpResponseParser(stream)
+        try:
+            writer.write((f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+                          f"Authorization: Bearer {self.options.token}\r\n\r\n").encode())  # fmt: skip
+
+            async def feed() -> None:
+                try:
+                    while data := await reader.read(256 * 1024):
+                        parser.feed_data(data)
+                finally:
+                    stream.lines.put_nowait(None)
+
+            feeder = asyncio.create_task(feed())
+            try:
+                while (line := await stream.lines.get()) is not None:
+                    if parser.get_status_code() != 200:
+                        raise ConnectionError(f"config stream answered {parser.get_status_code()}: {line[:200]!r}")
+                    raw = json.loads(line)
+                    error = await self.apply(raw)
+                    self.last_error = error
+                    if error is not None:
+                        log.warning("proxy %s: rejected config %s: %s", self.options.proxy_id, raw.get("version"), error)
+                    with contextlib.suppress(OSError):
+                        await self._ack(str(raw.get("version", "")), error)
+            finally:
+                feeder.cancel()
+        finally:
+            writer.close()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        delay = RECONNECT_MIN_S
+        while not stop.is_set():
+            try:
+                await self._stream_once()
+                delay = RECONNECT_MIN_S
+            except (OSError, ConnectionError, ValueError, httptools.HttpParserError) as exc:
+                log.info("proxy %s: config stream: %s; reconnecting", self.options.proxy_id, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)
+
+    async def close(self) -> None:
+        for proxy in self.proxies.values():
+            await proxy.close(2.0)
+        self.proxies.clear()

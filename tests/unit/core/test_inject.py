@@ -1,0 +1,60 @@
+"""Istio's sidecar injection policy and mutation, as pure functions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from meshwork.core.inject import SIDECAR_NAME, STATUS, inject, wants_sidecar
+from meshwork.model.pod import Pod
+
+
+def _pod(labels: dict[str, str] | None = None, annotations: dict[str, str] | None = None,
+         **spec: Any) -> dict[str, Any]:  # fmt: skip
+    return {"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "shop", "labels": labels or {}, "annotations": annotations or {}},
+            "spec": {"containers": [{"name": "app", "image": "busybox", "command": ["sleep", "1"]}], **spec}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("pod", "ns_labels", "expected"),
+    [
+        (_pod(), {}, False),
+        (_pod(), {"istio-injection": "enabled"}, True),
+        (_pod(), {"istio-injection": "disabled"}, False),
+        (_pod(), {"istio.io/rev": "default"}, True),
+        (_pod(labels={"sidecar.istio.io/inject": "false"}), {"istio-injection": "enabled"}, False),
+        (_pod(annotations={"sidecar.istio.io/inject": "false"}), {"istio-injection": "enabled"}, False),
+        (_pod(labels={"sidecar.istio.io/inject": "true"}), {}, True),
+        (_pod(labels={"sidecar.istio.io/inject": "true"}, annotations={"sidecar.istio.io/inject": "false"}), {}, True),
+        (_pod(hostNetwork=True), {"istio-injection": "enabled"}, False),
+    ],
+)
+def test_the_injection_decision_follows_istio(pod: dict[str, Any], ns_labels: dict[str, str], expected: bool) -> None:
+    assert wants_sidecar(pod, ns_labels) is expected
+
+
+def test_the_injected_pod_is_valid_and_runs_the_proxy_first_as_a_native_sidecar() -> None:
+    out = inject(_pod(labels={"app": "reviews", "version": "v2"}))
+    model = Pod.model_validate({**out, "metadata": {**out["metadata"]}})
+    first = (model.spec.init_containers or [])[0]
+    assert first.name == SIDECAR_NAME and first.restart_policy == "Always"
+    assert {e.name for e in first.env or []} >= {"POD_NAME", "POD_NAMESPACE", "INSTANCE_IP"}
+    assert out["metadata"]["labels"]["service.istio.io/canonical-name"] == "reviews"
+    assert out["metadata"]["labels"]["service.istio.io/canonical-revision"] == "v2"
+    assert json.loads(out["metadata"]["annotations"][STATUS])["initContainers"] == [SIDECAR_NAME]
+    # Injected once: the result asks for no second sidecar.
+    assert not wants_sidecar(out, {"istio-injection": "enabled"})
+
+
+@given(st.dictionaries(st.sampled_from(["app", "version", "tier"]), st.text(min_size=1, max_size=5)))
+def test_injection_never_changes_the_input_or_the_app_containers(labels: dict[str, str]) -> None:
+    pod = _pod(labels=labels)
+    snapshot = json.dumps(pod, sort_keys=True)
+    out = inject(pod)
+    assert json.dumps(pod, sort_keys=True) == snapshot
+    assert out["spec"]["containers"] == pod["spec"]["containers"]
