@@ -26,6 +26,7 @@ from meshwork.cli.rollout import rollout_cmd
 from meshwork.cli.scale import scale_cmd
 from meshwork.cli.sidecar import sidecar_cmd
 from meshwork.cli.topsvc import top_group
+from meshwork.cli.why import why_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,6 +73,7 @@ for command in (
     version_cmd,
     proxy_status_cmd,
     proxy_config_cmd,
+    why_cmd,
 ):
     cli.add_command(command)
 

@@ -7,8 +7,10 @@ arithmetic Prometheus would do: counter increases with resets
 (``increase``), and quantiles from histogram bucket increases
 (``histogram_quantile``, same algorithm as PromQL's).
 
-Only samples with ``reporter="destination"`` are read: each request is then
-counted once, by the sidecar of the pod that served it.
+Samples with ``reporter="destination"`` are read, so each request is
+counted once, by the sidecar of the pod that served it. A scrape without any
+(proxies that forward straight to the app, with no inbound listener, report
+only as the source) is read from ``reporter="source"`` instead.
 
 What must not live here: the metrics' format (``proxy.telemetry``).
 """
@@ -105,14 +107,19 @@ def increase(before: float, after: float) -> float:
     return after - before if after >= before else after
 
 
-def parse_metrics(text: str) -> dict[Series, float]:
-    """The destination-reported request counts and duration buckets in a scrape."""
+def parse_metrics(text: str, reporter: str | None = None) -> dict[Series, float]:
+    """The request counts and duration buckets in a scrape, as ``reporter`` reported them.
+
+    None: the destination's, or the source's when the scrape has no destination samples.
+    """
+    if reporter is None:
+        return parse_metrics(text, "destination") or parse_metrics(text, "source")
     from prometheus_client.parser import text_string_to_metric_families
 
     out: dict[Series, float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name not in (_REQUESTS, _BUCKET) or s.labels.get("reporter") != "destination":
+            if s.name not in (_REQUESTS, _BUCKET) or s.labels.get("reporter") != reporter:
                 continue
             lb = s.labels
             extra = lb.get("response_code", "") if s.name == _REQUESTS else lb.get("le", "")

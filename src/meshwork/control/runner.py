@@ -87,6 +87,9 @@ class Runner:
         self._failures: dict[tuple[str, str], int] = {}
         self._timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._task: asyncio.Task[None] | None = None
+        # Events are best effort and order nothing: written in the background, so a
+        # reconcile waits for its object writes only (their fsyncs batch with the events').
+        self._events: set[asyncio.Task[None]] = set()
         self.reconciles = 0
 
     async def start(self) -> None:
@@ -103,6 +106,8 @@ class Runner:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._events:
+            await asyncio.wait(list(self._events), timeout=5.0)
 
     # -- the queue ---------------------------------------------------------
 
@@ -218,8 +223,16 @@ class Runner:
             except NotFound:
                 pass  # already gone: what we wanted
         elif isinstance(action, RecordEvent):
-            await self._record(action)
+            task = asyncio.create_task(self._record_quietly(action))
+            self._events.add(task)
+            task.add_done_callback(self._events.discard)
         return None
+
+    async def _record_quietly(self, action: RecordEvent) -> None:
+        try:
+            await self._record(action)
+        except Exception as exc:  # an event that cannot be written is logged, never retried
+            log.warning("event %s %s not recorded: %s", action.reason, action.about.name, exc)
 
     async def _record(self, action: RecordEvent) -> None:
         about = action.about

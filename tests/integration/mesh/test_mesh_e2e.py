@@ -135,3 +135,32 @@ def test_injected_sidecars_route_by_header_and_by_weight(tmp_path: Path) -> None
 
         status = _meshwork(node, "proxy-status")
         assert status.returncode == 0 and status.stdout.count("SYNCED") == 4, status.stdout
+
+        # `why` explains without sending; its verdict matches what the proxy then does.
+        why = _meshwork(node, "why", "client", "-n", "shop", "http://web:8080/", "-H", "end-user: jason")
+        assert why.returncode == 0, why.stderr
+        assert "outbound|8080|v2|web.shop.svc.cluster.local" in why.stdout
+        assert "verdict: forward-with-retries" in why.stdout
+        applied = _apply(node, tmp_path, FAULT)
+        assert applied.returncode == 0, applied.stderr
+        why = _meshwork(node, "why", "client", "-n", "shop", "http://web:8080/", "-H", "x-test: abort")
+        assert "verdict: fault-abort" in why.stdout and "aborts with 418" in why.stdout, why.stdout
+        seen = _meshwork(node, "exec", "client", "-n", "shop", "--", sys.executable, "-c", STATUS)
+        assert seen.stdout.split() == ["418", "200"], (seen.stdout, seen.stderr)
+
+
+FAULT = ROUTING.replace("""  http:
+  - match: [{headers: {end-user: {exact: jason}}}]""", """  http:
+  - match: [{headers: {x-test: {exact: abort}}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: web, subset: v1}}]
+  - match: [{headers: {end-user: {exact: jason}}}]""")
+
+STATUS = (
+    "import urllib.error, urllib.request\n"
+    "for headers in ({'x-test': 'abort'}, {}):\n"
+    "    try:\n"
+    "        print(urllib.request.urlopen(urllib.request.Request('http://web:8080/', headers=headers)).status)\n"
+    "    except urllib.error.HTTPError as err:\n"
+    "        print(err.code)\n"
+)
