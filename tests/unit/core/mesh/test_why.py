@@ -6,8 +6,8 @@ import random
 
 from hypothesis import given
 from hypothesis import strategies as st
-
 from meshcases import bookinfo_services, get, manifests, table
+
 from meshwork.core.mesh.route import match_route
 from meshwork.core.mesh.why import explain
 
