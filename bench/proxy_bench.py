@@ -1,13 +1,14 @@
 """Proxy benchmark: ``meshwork proxy`` beside haproxy, nginx and direct, with shared/bench/proxybench.
 
-Run: ``python bench/proxy_bench.py [--rounds N] [--duration S] [--quick]``
-(about 3 minutes with the defaults). It runs the harness at
+Run: ``python -m bench.proxy_bench [--rounds N] [--duration S] [--quick]
+[--refs haproxy]`` (about 3 minutes with the defaults; ``--refs haproxy``
+leaves out direct and nginx and takes half the time). It runs the harness at
 ``<repo>/../shared/bench/proxybench`` with 3 nginx backends, 64 connections,
 the small body, pinned (``--pin proxy=0,wrk=1,backends=1``: the proxy alone on
 core 0), and the targets direct, haproxy, nginx and ours under the venv's
-interpreter; then ours again under Debian's ``/usr/bin/python3`` when that
-interpreter can import meshwork and its dependencies (it usually cannot: the
-dependencies live in the venv), and says so when it cannot.
+interpreter; then ours again under Debian's ``/usr/bin/python3`` (a PGO/LTO
+build) with the venv's packages on its path, when it can import them (same
+CPython minor version), and says so when it cannot.
 
 Quote the ``x haproxy`` column (same-run ratios), not absolute req/s.
 Needs wrk, haproxy and nginx (``make bench`` installs them as root).
@@ -34,6 +35,13 @@ def ours(python: str, name: str) -> str:
     )
 
 
+def system_pythonpath() -> str:
+    """meshwork's sources, then the venv's packages: their compiled parts are built
+    for the same CPython minor version, so Debian's interpreter can load them."""
+    site = Path(sys.prefix) / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    return f"{ROOT / 'src'}:{site}"
+
+
 def system_python_can_run() -> str | None:
     """None when /usr/bin/python3 imports meshwork's proxy; otherwise why not."""
     if not Path(SYSTEM_PYTHON).exists():
@@ -42,7 +50,7 @@ def system_python_can_run() -> str | None:
         [SYSTEM_PYTHON, "-c", "import meshwork.proxy.server, meshwork.cli, uvloop, httptools"],
         capture_output=True,
         text=True,
-        env={"PYTHONPATH": str(ROOT / "src"), "PATH": "/usr/bin:/bin"},
+        env={"PYTHONPATH": system_pythonpath(), "PATH": "/usr/bin:/bin"},
         timeout=60,
     )
     if probe.returncode == 0:
@@ -56,6 +64,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="1 round of 5 s (a smoke run)")
+    ap.add_argument("--base-port", type=int, default=38000,
+                    help="the proxy's port (backends use the next ones); move it when another run holds it")
+    ap.add_argument("--refs", default="direct,haproxy,nginx",
+                    help="comma list of reference targets to run beside ours (haproxy is the ratio's base)")
     args = ap.parse_args()
     if not HARNESS.exists():
         print(f"proxy bench skipped: the harness {HARNESS} is absent")
@@ -66,13 +78,17 @@ def main() -> int:
         print(f"proxy bench skipped: missing {', '.join(missing)} (make bench installs them as root)")
         return 0
     rounds, duration = (1, 5) if args.quick else (args.rounds, args.duration)
-    targets = ["direct", "haproxy", "nginx", ours(sys.executable, "meshwork")]
+    refs = [r for r in args.refs.split(",") if r]
+    if "haproxy" not in refs:
+        refs.append("haproxy")  # the x-haproxy column needs it
+    targets = [*refs, ours(sys.executable, "meshwork")]
     why_not = system_python_can_run()
     if why_not is None:
         targets.append(
-            ours(f"env PYTHONPATH={ROOT / 'src'} {SYSTEM_PYTHON}", "meshwork-debian-python")
+            ours(f"env PYTHONPATH={system_pythonpath()} {SYSTEM_PYTHON}", "meshwork-debian-python")
         )
-    cmd = [sys.executable, str(HARNESS), "--pin", PIN, "-r", str(rounds), "-d", str(duration), *targets]
+    cmd = [sys.executable, str(HARNESS), "--pin", PIN, "-r", str(rounds), "-d", str(duration),
+           "--base-port", str(args.base_port), *targets]
     print(f"interpreter for 'meshwork': {sys.executable} ({sys.version.split()[0]})", flush=True)
     if why_not is not None:
         print(f"not run under Debian's python: {why_not}", flush=True)

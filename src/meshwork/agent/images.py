@@ -48,7 +48,41 @@ def _builtin() -> dict[str, ImageEntry]:
         # The mesh proxy that injection adds (and Istio's own image name for it).
         "meshwork/proxyv2": ImageEntry((sys.executable, "-m", "meshwork", "sidecar")),
         "istio/proxyv2": ImageEntry((sys.executable, "-m", "meshwork", "sidecar")),
+        **_samples(),
     }  # fmt: skip
+
+
+def _samples() -> dict[str, ImageEntry]:
+    """Istio's sample images (bookinfo, httpbin, curl/sleep, helloworld) -> meshwork.examples.
+
+    Each entry runs the example app the way the image's own CMD runs the original:
+    the port as the manifests' containerPort says, the version as the image's env sets it.
+    """
+    def app(module: str, *args: str, **env: str) -> ImageEntry:
+        return ImageEntry((sys.executable, "-m", f"meshwork.examples.{module}"), args, env=tuple(env.items()))
+
+    bookinfo = {
+        "details-v1": app("bookinfo.details", "9080"),
+        "ratings-v1": app("bookinfo.ratings", "9080", SERVICE_VERSION="v1"),
+        "reviews-v1": app("bookinfo.reviews", "9080", ENABLE_RATINGS="false"),
+        "reviews-v2": app("bookinfo.reviews", "9080", ENABLE_RATINGS="true", STAR_COLOR="black"),
+        "reviews-v3": app("bookinfo.reviews", "9080", ENABLE_RATINGS="true", STAR_COLOR="red"),
+        "productpage-v1": app("bookinfo.productpage", "9080"),
+    }
+    out: dict[str, ImageEntry] = {}
+    for repo in ("registry.istio.io/release/", "istio/", "gcr.io/istio-release/"):
+        for name, entry in bookinfo.items():
+            out[f"{repo}examples-bookinfo-{name}"] = entry
+        for version in ("v1", "v2"):
+            out[f"{repo}examples-helloworld-{version}"] = app("helloworld", "5000", SERVICE_VERSION=version)
+    # httpbin on the port each image listens on: go-httpbin 8080, the Python images 80.
+    out["mccutchen/go-httpbin"] = app("httpbin", "--port", "8080")
+    out["kennethreitz/httpbin"] = out["kong/httpbin"] = app("httpbin", "--port", "80")
+    # curl images: the samples give them `sleep` as their command; alone they idle, so that
+    # `meshwork exec` can run the machine's curl with the pod's env.
+    for curl in ("curlimages/curl", "governmentpaas/curl-ssl", "radial/busyboxplus"):
+        out[curl] = ImageEntry(("sleep", "infinity"))
+    return out
 
 
 def _candidates(image: str) -> list[str]:

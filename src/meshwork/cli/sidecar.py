@@ -50,7 +50,8 @@ def sidecar_cmd(server: str, token_file: Path | None, role: str, pod: str, names
     logging.basicConfig(level=os.environ.get("MESHWORK_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     options = SidecarOptions(server=server, token=token, proxy_id=proxy_id, listen_host=host, role=role,
-                             gateway_ports=_ports(ports) if role == "gateway" else {}, labels=labels)  # fmt: skip
+                             gateway_ports=_ports(ports) if role == "gateway" else {}, labels=labels,
+                             admin_host=ip)  # fmt: skip
 
     async def main() -> None:
         stop = asyncio.Event()

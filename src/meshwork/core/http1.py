@@ -54,6 +54,7 @@ from meshwork.core.http1_checks import (
     MAX_LEADING_EMPTY_LINES,
     MAX_REQUEST_LINE,
     MAX_TRAILER_BYTES,
+    Head,
     check_chunk_line,
     check_head,
     check_partial_head,
@@ -354,6 +355,47 @@ class RequestParser:
             self._buf = b""
             raise
 
+    def receive_request(self, data: bytes) -> tuple[Request, EndOfMessage | None] | None:
+        """A shortcut for the common case, with exactly the same checks and results.
+
+        When nothing is buffered, no message is under way, and ``data`` is
+        exactly one whole request head (the usual read on a kept-alive
+        connection), this is ``receive_data(data)`` followed by the
+        ``next_event()`` calls that return its ``Request`` and, for a request
+        without a body, its ``EndOfMessage`` (else None: body events follow
+        from ``next_event``). Otherwise it returns None and consumes nothing:
+        call ``receive_data``. A refusal raises ``RemoteProtocolError`` and
+        leaves the parser dead, as ``next_event`` does.
+        """
+        n = len(data)
+        if (
+            self._state != _IDLE
+            or self._buf
+            or self._eof
+            or n > MAX_HEAD_BYTES
+            or data[0] == 13  # leading empty lines: the general path counts them
+            or data.find(b"\r\n\r\n") != n - 4
+        ):
+            return None
+        try:
+            h = check_head(data, self._max_body)
+            if h[6] and not (h[4] or h[5]) and h[8] is None and h[0] != b"CONNECT":
+                # No body, no upgrade, kept alive: the state _start_message
+                # and _end_message would leave, set directly.
+                self._empty_lines = self._body_left = 0
+                self._keep_alive = True
+                self._switch = False
+                return Request(*h), _EOM_KEEP_ALIVE
+            req = self._start_message(h)
+            if self._state == _BODY and not self._body_left:
+                return req, self._end_message(())
+            return req, None
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._state = _ERROR
+            self._buf = b""
+            raise
+
     # --- Head ----------------------------------------------------------------
 
     def _read_head(self) -> Event | Pending:
@@ -386,6 +428,9 @@ class RequestParser:
             h = check_head(buf, self._max_body)
         else:
             h = check_head(self._take(end + 4), self._max_body)
+        return self._start_message(h)
+
+    def _start_message(self, h: Head) -> Request:
         self._scan = 0
         self._line_seen = False
         self._empty_lines = 0

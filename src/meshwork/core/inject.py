@@ -86,8 +86,9 @@ def sidecar_container() -> dict[str, Any]:
             {"name": "INSTANCE_IP", **_field("status.podIP")},
             {"name": "SERVICE_ACCOUNT", **_field("spec.serviceAccountName")},
         ],
-        # Ready once a first config applied: the outbound listener opens only then.
-        "readinessProbe": {"tcpSocket": {"port": OUTBOUND_PORT}, "periodSeconds": 1, "failureThreshold": 30},
+        # Ready once a first config applied (the proxy's /healthz/ready says so, as Istio's does).
+        "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": ADMIN_PORT}, "periodSeconds": 1,
+                           "failureThreshold": 30},
         "resources": {"requests": {"cpu": "10m", "memory": "40Mi"}},
     }
 

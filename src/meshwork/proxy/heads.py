@@ -23,7 +23,7 @@ from meshwork.core.http1 import Request, format_response_head
 from meshwork.core.http1_checks import split_fields
 from meshwork.proxy.plan import Forward, HeaderEdits
 
-__all__ = ["local_reply", "request_head", "response_head"]
+__all__ = ["cut_hop", "local_reply", "request_head", "response_head"]
 
 # Hop-by-hop fields a proxy must not forward (RFC 9110 §7.6.1). Expect is ours
 # to answer (Envoy's default: strip it and send 100 Continue itself). Heads are
@@ -150,25 +150,24 @@ def response_head(
     upgraded: bool = False,
     edits: HeaderEdits | None = None,
     extra: bytes = b"",
+    hop: list[bytes] | None = None,
 ) -> bytes:
     """The upstream's response head as the client gets it.
 
     Hop-by-hop fields are stripped; then ``Connection: close`` when the client
     connection ends after this response, ``keep-alive`` for an HTTP/1.0 client
     that keeps it, ``upgrade`` after a 101. ``extra`` is preformatted field
-    lines to append.
+    lines to append. ``hop``, when given, is the hop-by-hop lines already found
+    (``ResponseReader.hop``: each "CRLF name: value", none nominating other
+    fields): they are cut out without scanning the head again.
     """
-    hop = _RESP_HOP_101 if upgraded else _RESP_HOP
-    line_end = head.find(b"\r\n")
     if head[7] == 48:  # "HTTP/1.0": we speak 1.1 to the client, whatever the upstream spoke
         head = b"HTTP/1.1" + head[8:]
-    if edits or (_NOMINATES.search(head, line_end) is not None and _nominated(head)):
-        drop = {b"connection", b"keep-alive", b"proxy-connection"} | _nominated(head)
-        if not upgraded:
-            drop.add(b"upgrade")
-        head = _rebuild(head[: line_end + 2], split_fields(head, line_end + 2), drop, edits, b"")
+    if hop is not None and not edits:
+        for line in hop:
+            head = head.replace(line + b"\r\n", b"\r\n", 1)
     else:
-        head = hop.sub(b"", head)  # field names cannot start a line's first byte, so no anchor needed
+        head = _strip_response_hop(head, upgraded, edits)
     if upgraded:
         extra += _UPGRADE
     elif close:
@@ -178,6 +177,30 @@ def response_head(
     if extra:
         return head[:-2] + extra + b"\r\n"
     return head
+
+
+def cut_hop(head: bytes, hop: list[bytes], close: bool, http10_keep_alive: bool) -> bytes:
+    """``response_head`` for the usual case, positionally: no edits, no upgrade, ``hop`` known."""
+    if head[7] == 48:  # "HTTP/1.0"
+        head = b"HTTP/1.1" + head[8:]
+    for line in hop:
+        head = head.replace(line + b"\r\n", b"\r\n", 1)
+    if close:
+        return head[:-2] + _CLOSE + b"\r\n"
+    if http10_keep_alive:
+        return head[:-2] + _KEEP_ALIVE + b"\r\n"
+    return head
+
+
+def _strip_response_hop(head: bytes, upgraded: bool, edits: HeaderEdits | None) -> bytes:
+    hop = _RESP_HOP_101 if upgraded else _RESP_HOP
+    line_end = head.find(b"\r\n")
+    if edits or (_NOMINATES.search(head, line_end) is not None and _nominated(head)):
+        drop = {b"connection", b"keep-alive", b"proxy-connection"} | _nominated(head)
+        if not upgraded:
+            drop.add(b"upgrade")
+        return _rebuild(head[: line_end + 2], split_fields(head, line_end + 2), drop, edits, b"")
+    return hop.sub(b"", head)  # field names cannot start a line's first byte, so no anchor needed
 
 
 def local_reply(

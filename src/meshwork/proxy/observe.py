@@ -58,9 +58,11 @@ class RequestInfo:
     "DC"); ``reason`` the local-reply detail ("" for none). ``route`` and
     ``cluster`` name the plan's route and cluster ("" for none); ``upstream``
     is the last endpoint tried, "host:port" ("" when none was). ``duration``
-    is in seconds; ``request_bytes`` and ``response_bytes`` count body bytes
-    as they crossed the client connection (heads excluded; chunked framing
-    included). ``request`` is the parsed head, for headers a log wants.
+    is in seconds. ``request_bytes`` counts the request body's payload
+    (de-chunked); ``response_bytes`` the response body bytes sent to the
+    client (chunked framing included); heads are never counted (Envoy's
+    %BYTES_RECEIVED% / %BYTES_SENT%). ``request`` is the parsed head, for
+    headers a log wants.
     """
 
     __slots__ = (

@@ -120,6 +120,10 @@ class RetryPolicy:
     per_try_timeout: float | None = None
     # Envoy's default base interval between retries (fully jittered, doubling).
     backoff_base: float = 0.025
+    # When set: exactly the response statuses ``retry_on`` accepts. The engine
+    # then checks a response's status by membership, not by calling
+    # ``retry_on`` (which still decides for errors). None: always call.
+    retriable_statuses: frozenset[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,7 +38,24 @@ _HEAD = re.compile(
 _HEAD_NO_REASON = re.compile(
     rb"HTTP/1\.([01]) ([1-9][0-9][0-9])\r\n(?:[" + _NAME + rb"]+:[" + _VALUE + rb"]*\r\n)*\r\n"
 )
-_SPECIAL = re.compile(rb"\r\n(content-length|transfer-encoding|connection):[ \t]*([^\r\n]*)")
+# The fields that decide framing, and the hop-by-hop ones (RFC 9110 §7.6.1):
+# one case-insensitive pass captures each whole line, so the engine can cut
+# the hop-by-hop lines out without scanning the head again.
+_SPECIAL = re.compile(
+    rb"(\r\n(content-length|transfer-encoding|connection|keep-alive|proxy-connection|upgrade)"
+    rb":[ \t]*([^\r\n]*))",
+    re.I,
+)
+# The usual spellings, lower-cased without a call.
+_NAMES = {
+    n: n.lower()
+    for n in (b"Content-Length", b"content-length", b"Transfer-Encoding", b"transfer-encoding",
+              b"Connection", b"connection", b"Keep-Alive", b"keep-alive")
+}
+# Connection options that are not field names (RFC 9112 §9.3, §9.6), and
+# fields a Connection header may not make disappear (framing, routing).
+_NOT_NOMINATED = frozenset((b"", b"close", b"keep-alive", b"upgrade", b"host", b"content-length",
+                            b"transfer-encoding"))
 _DIGITS = re.compile(rb"[0-9]{1,19}")
 
 # Framing states.
@@ -78,6 +95,7 @@ class ResponseReader:
         "done",
         "excess",
         "head",
+        "hop",
         "keep_alive",
         "status",
         "upgraded",
@@ -95,6 +113,7 @@ class ResponseReader:
         self._state = _HEAD_STATE
         self._line = b""
         self.head: bytes | None = None
+        self.hop: list[bytes] | None = None
         self.status = 0
         self.done = False
         self.upgraded = False
@@ -158,7 +177,7 @@ class ResponseReader:
             m = _HEAD.match(data, 0, end) or _HEAD_NO_REASON.match(data, 0, end)
             if m is None or m.end() != end:
                 raise _bad("invalid status line or header field")
-            status = int(m.group(2))
+            status = int(data[9:12])  # the grammar fixed where: "HTTP/1.x NNN"
             if status < 200 and not (status == 101 and self._upgrade):
                 if status == 101:
                     raise _bad("101 Switching Protocols to a request that asked for none")
@@ -166,33 +185,54 @@ class ResponseReader:
                 if not data:
                     return b""
                 continue
-            head = data[:end]
-            rest = data[end:]
+            if end == len(data):
+                head, rest = data, b""
+            else:
+                head, rest = data[:end], data[end:]
             self.head = head
             self.status = status
-            self._framing(head, m.group(1) == b"1", status)
-            if self._state == _HEAD_STATE:
+            self._framing(head, data[7] == 49, status)  # 49 is "1": HTTP/1.1
+            if not rest:
+                return b""
+            if self._state == _LENGTH and len(rest) == self._left:  # the usual: all of a small body
+                self._state = _DONE
+                self.done = True
                 return rest
-            return self.feed(rest) if rest else b""
+            return self.feed(rest)
 
     def _framing(self, head: bytes, http11: bool, status: int) -> None:
         cl: bytes | None = None
         te: bytes | None = None
         keep_alive = http11
-        for name, value in _SPECIAL.findall(head.lower()):
+        # Hop-by-hop lines to cut (None: a Connection header names other fields).
+        hop: list[bytes] | None = []
+        for line, name, value in _SPECIAL.findall(head):
+            name = _NAMES.get(name) or name.lower()
             if name == b"content-length":
                 value = value.rstrip(b" \t")
                 if cl is not None and cl != value:
                     raise _bad("conflicting Content-Length values")
                 cl = value
-            elif name == b"transfer-encoding":
+                continue
+            if name == b"transfer-encoding":
+                value = value.lower()
                 te = value if te is None else te + b"," + value
-            elif value != b"keep-alive" or not http11:
-                options = {t.strip(b" \t") for t in value.split(b",")}
-                if b"close" in options:
-                    keep_alive = False
-                elif b"keep-alive" in options:
-                    keep_alive = True
+                continue
+            if name == b"connection":
+                value = value.lower()
+                if value != b"keep-alive" or not http11:
+                    options = {t.strip(b" \t") for t in value.split(b",")}
+                    if b"close" in options:
+                        keep_alive = False
+                    elif b"keep-alive" in options:
+                        keep_alive = True
+                    if not options <= _NOT_NOMINATED:
+                        hop = None
+            elif name == b"upgrade" and status == 101:
+                continue  # a 101 keeps its Upgrade
+            if hop is not None:
+                hop.append(line)
+        self.hop = hop
         self.keep_alive = keep_alive
         if status == 101:
             self.upgraded = True

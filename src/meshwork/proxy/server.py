@@ -1,8 +1,8 @@
 """The proxy's listeners and its process: HTTP and TCP servers, the sweep, the access log, workers.
 
 What lives here: ``HttpProxy`` (listens, owns the client connections and the
-upstream pools, runs the periodic sweep that enforces timeouts, writes the
-access log), ``AccessLog`` (Envoy-like JSON lines), ``listen_socket`` and
+upstream pools, runs the periodic sweep that enforces timeouts, hands
+finished requests to its observer), ``AccessLog`` (Envoy-like JSON lines), ``listen_socket`` and
 ``run`` / ``run_workers``, which run a proxy in this process or in N forked
 workers sharing the port with SO_REUSEPORT.
 
@@ -24,10 +24,12 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import IO, TYPE_CHECKING, Any
 
+from meshwork.proxy.observe import ConnectionInfo, Observer, Observers, RequestInfo
 from meshwork.proxy.plan import Decider
 from meshwork.proxy.upstream import Pool
 
 if TYPE_CHECKING:
+    from meshwork.core.http1 import Request
     from meshwork.proxy.http import HttpProxyConnection
 
 __all__ = ["AccessLog", "HttpProxy", "listen_socket", "run", "run_workers"]
@@ -46,7 +48,7 @@ BACKLOG = 4096
 
 
 class AccessLog:
-    """JSON lines, one per request, with Envoy's field names; flushed every sweep."""
+    """An observer writing JSON lines, one per request, with Envoy's field names; flushed every sweep."""
 
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
@@ -64,9 +66,41 @@ class AccessLog:
         with contextlib.suppress(OSError, ValueError):
             self.stream.flush()
 
+    def request_done(self, info: RequestInfo) -> None:
+        req = info.request
+        start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=info.duration)
+        self.write(
+            {
+                "start_time": start.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "method": info.method.decode("ascii"),
+                "path": info.path.decode("ascii", "replace"),
+                "protocol": "HTTP/" + req.http_version.decode("ascii") if req is not None else None,
+                "response_code": info.status,
+                "response_flags": info.flags or "-",
+                "response_code_details": info.reason or None,
+                "bytes_received": info.request_bytes,
+                "bytes_sent": info.response_bytes,
+                "duration": round(info.duration * 1000),
+                "upstream_host": info.upstream or None,
+                "upstream_cluster": info.cluster or None,
+                "route_name": info.route or None,
+                "authority": info.authority.decode("latin-1") or None,
+                "downstream_remote_address": info.source,
+                "user_agent": _header(req, b"user-agent"),
+                "request_id": _header(req, b"x-request-id"),
+                "x_forwarded_for": _header(req, b"x-forwarded-for"),
+                "attempts": info.attempts,
+            }
+        )
 
-def _header(conn: HttpProxyConnection, name: bytes) -> str | None:
-    req = conn.req
+    def connection_opened(self, info: ConnectionInfo) -> None:
+        pass
+
+    def connection_closed(self, info: ConnectionInfo) -> None:
+        pass
+
+
+def _header(req: Request | None, name: bytes) -> str | None:
     if req is None:
         return None
     for n, v in req.headers:
@@ -83,13 +117,19 @@ class HttpProxy:
         decider: Decider,
         *,
         access_log: AccessLog | None = None,
+        observer: Observer | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
         headers_timeout: float = HEADERS_TIMEOUT,
     ) -> None:
+        """``observer`` hears of every finished request (``proxy.observe``); ``access_log`` is one more."""
         self.decider = decider
         self.access_log = access_log
-        self.log_requests = access_log is not None
-        self.log = log
+        if access_log is not None:
+            observer = access_log if observer is None else Observers(observer, access_log)
+        # None: the engine neither reads the clock nor builds reports.
+        self.observer: Observer | None = observer
+        # The protocol for client connections (tests substitute a subclass).
+        self.connection_class: type[HttpProxyConnection] | None = None
         self.idle_timeout = idle_timeout
         self.headers_timeout = headers_timeout
         self.loop = asyncio.get_running_loop()
@@ -103,8 +143,10 @@ class HttpProxy:
         """Listen (on ``sock`` if given); returns the port."""
         from meshwork.proxy.http import HttpProxyConnection
 
+        cls = self.connection_class or HttpProxyConnection
+
         def factory() -> HttpProxyConnection:
-            return HttpProxyConnection(self)
+            return cls(self)
 
         if sock is None:
             sock = listen_socket(host, port)
@@ -126,38 +168,6 @@ class HttpProxy:
         if self.access_log is not None:
             self.access_log.flush()
         self._tick = self.loop.call_later(SWEEP_SECONDS, self._sweep)
-
-    def record(self, conn: HttpProxyConnection) -> None:
-        """Write one access-log line for the exchange ``conn`` is finishing."""
-        req = conn.req
-        if self.access_log is None or req is None:
-            return
-        plan = conn.plan
-        now = self.loop.time()
-        start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=now - conn.started)
-        self.access_log.write(
-            {
-                "start_time": start.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "method": req.method.decode("ascii"),
-                "path": req.target.decode("ascii", "replace"),
-                "protocol": "HTTP/" + req.http_version.decode("ascii"),
-                "response_code": conn.status,
-                "response_flags": conn.flags or "-",
-                "response_code_details": conn.reason or None,
-                "bytes_received": conn.received,
-                "bytes_sent": conn.sent,
-                "duration": round((now - conn.started) * 1000),
-                "upstream_host": conn.endpoint.key if conn.endpoint is not None and conn.attempts else None,
-                "upstream_cluster": plan.cluster.name if plan is not None else None,
-                "route_name": (plan.route if plan is not None else (conn.direct.route if conn.direct else None)) or None,
-                "authority": req.host.decode("latin-1") if req.host else None,
-                "downstream_remote_address": conn.source,
-                "user_agent": _header(conn, b"user-agent"),
-                "request_id": _header(conn, b"x-request-id"),
-                "x_forwarded_for": _header(conn, b"x-forwarded-for"),
-                "attempts": conn.attempts,
-            }
-        )
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, close idle connections, give in-flight exchanges ``grace`` seconds."""

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -31,12 +32,26 @@ import httptools
 
 from meshwork.core.mesh.compile import compile_snapshot
 from meshwork.core.mesh.snapshot import snapshot_from_wire
+from meshwork.proxy.admin import AdminServer
 from meshwork.proxy.mesh import ClusterState, MeshDecider
+from meshwork.proxy.telemetry import Directory, MeshMetrics, Peer
 
 log = logging.getLogger("meshwork.proxy")
 
 API = "/apis/mesh.meshwork.io/v1"
 OUTBOUND_PORT = 15001
+ADMIN_PORT = 15020
+_RS_POD = re.compile(r"^(.+)-[a-z0-9]{6,10}-[a-z0-9]{5}$")  # Deployment pods: name-<rs hash>-<suffix>
+_OWNED_POD = re.compile(r"^(.+)-[a-z0-9]{5}$")  # ReplicaSet, DaemonSet and Job pods
+
+
+def workload_of(pod: str) -> str:
+    """The workload name Istio reports for a pod (its Deployment's, else its owner's, else its own)."""
+    for pattern in (_RS_POD, _OWNED_POD):
+        m = pattern.match(pod)
+        if m:
+            return m.group(1)
+    return pod or "unknown"
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 5.0
 MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
@@ -51,6 +66,7 @@ class SidecarOptions:
     role: str = "sidecar"
     gateway_ports: dict[int, int] = field(default_factory=dict)  # Gateway server port -> port to listen on
     labels: str | None = None  # gateways without a Pod: their selector labels
+    admin_host: str | None = None  # where :15020 (metrics, readiness) listens; None: no admin endpoint
 
 
 class _Stream:
@@ -91,6 +107,10 @@ class Sidecar:
         self.proxies: dict[int, Any] = {}  # listen port -> HttpProxy
         self.decider: MeshDecider | None = None
         self.last_error: str | None = None
+        self._ack_conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.metrics = MeshMetrics()
+        self.admin = AdminServer(self.metrics)
+        self._observer = self.metrics.observer("source")
 
     # -- applying config -------------------------------------------------------------
 
@@ -108,15 +128,34 @@ class Sidecar:
             self.decider = decider
             await self._listen(OUTBOUND_PORT, decider)
         self.version = str(raw.get("version", ""))
+        self._learn_peers(raw)
         self.applied.set()
+        self.admin.mark_ready()
         return None
+
+    def _learn_peers(self, raw: dict[str, Any]) -> None:
+        """Who is who, for the metrics' source/destination labels (read only when scraped)."""
+        proxy = raw.get("proxy") or {}
+        self.metrics.local = Peer.from_pod(
+            workload=workload_of(str(proxy.get("pod") or proxy.get("name") or "")),
+            namespace=str(proxy.get("namespace") or "unknown"), labels=dict(proxy.get("labels") or {}),
+            service_account=str(proxy.get("serviceAccount") or "default"))  # fmt: skip
+        peers: dict[str, Peer] = {}
+        for svc in raw.get("services") or []:
+            for ep in svc.get("endpoints") or []:
+                peers[str(ep.get("ip"))] = Peer.from_pod(
+                    workload=workload_of(str(ep.get("pod") or ep.get("name") or "")),
+                    namespace=str(ep.get("namespace") or svc.get("namespace") or "unknown"),
+                    labels=dict(ep.get("labels") or {}),
+                    service_account=str(ep.get("serviceAccount") or "default"))  # fmt: skip
+        self.metrics.directory = Directory(peers)
 
     async def _listen(self, port: int, decider: MeshDecider, bind_port: int | None = None) -> None:
         from meshwork.proxy.server import HttpProxy
 
         proxy = self.proxies.get(port)
         if proxy is None:
-            proxy = HttpProxy(decider)
+            proxy = HttpProxy(decider, observer=self._observer)
             await proxy.start(self.options.listen_host, bind_port if bind_port is not None else port)
             self.proxies[port] = proxy
         else:
@@ -133,18 +172,36 @@ class Sidecar:
     # -- the config stream ----------------------------------------------------------------
 
     async def _ack(self, version: str, error: str | None) -> None:
+        """ACK or NACK over one kept-alive connection (a new connection per ACK costs the
+        server more than the snapshot did)."""
         body = json.dumps({"version": version, "error": error}).encode()
         path = f"{API}/proxies/{quote(self.options.proxy_id, safe='')}/ack"
-        reader, writer = await asyncio.open_connection(self.host, self.port)
-        try:
-            writer.write(
-                (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.options.token}\r\n"
-                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-                 ).encode() + body)  # fmt: skip
-            await writer.drain()
-            await reader.read()
-        finally:
-            writer.close()
+        request = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: Bearer {self.options.token}\r\n"
+                   f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body  # fmt: skip
+        for attempt in range(2):  # a kept-alive connection the server closed meanwhile: once more on a new one
+            if self._ack_conn is None:
+                self._ack_conn = await asyncio.open_connection(self.host, self.port)
+            reader, writer = self._ack_conn
+            try:
+                writer.write(request)
+                await writer.drain()
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip() or 0)
+                if length:
+                    await reader.readexactly(length)
+                if b"connection: close" in head.lower():
+                    writer.close()
+                    self._ack_conn = None
+                return
+            except (OSError, asyncio.IncompleteReadError, ValueError):
+                writer.close()
+                self._ack_conn = None
+                if attempt:
+                    raise
 
     async def _stream_once(self) -> None:
         query = f"?version={quote(self.version)}" if self.version else ""
@@ -175,7 +232,7 @@ class Sidecar:
                     self.last_error = error
                     if error is not None:
                         log.warning("proxy %s: rejected config %s: %s", self.options.proxy_id, raw.get("version"), error)
-                    with contextlib.suppress(OSError):
+                    with contextlib.suppress(OSError, asyncio.IncompleteReadError, ValueError):
                         await self._ack(str(raw.get("version", "")), error)
             finally:
                 feeder.cancel()
@@ -183,6 +240,8 @@ class Sidecar:
             writer.close()
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.options.admin_host is not None:
+            await self.admin.start(self.options.admin_host, ADMIN_PORT)
         delay = RECONNECT_MIN_S
         while not stop.is_set():
             try:
@@ -195,6 +254,8 @@ class Sidecar:
             delay = min(delay * 2, RECONNECT_MAX_S)
 
     async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.admin.close()
         for proxy in self.proxies.values():
             await proxy.close(2.0)
         self.proxies.clear()

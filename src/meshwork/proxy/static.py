@@ -54,7 +54,9 @@ def istio_default_retry_on(outcome: Outcome) -> bool:
     return outcome is ErrorKind.CONNECT_FAILURE
 
 
-ISTIO_DEFAULT_RETRIES = RetryPolicy(attempts=2, retry_on=istio_default_retry_on)
+ISTIO_DEFAULT_RETRIES = RetryPolicy(
+    attempts=2, retry_on=istio_default_retry_on, retriable_statuses=RETRIABLE_STATUS_CODES
+)
 
 
 def parse_endpoints(spec: str) -> list[Endpoint]:

@@ -5,6 +5,10 @@ one client connection to one upstream connection, with backpressure both
 ways (a side whose transport buffer fills pauses reading on the other) and
 half-close passed through.
 
+Each splice is reported to the proxy's observer (``proxy.observe``):
+``connection_opened`` once the upstream connection is up,
+``connection_closed`` once both sides are closed, with the byte counts.
+
 What must not live here: anything that looks at the bytes.
 """
 
@@ -15,6 +19,7 @@ import logging
 import socket
 from typing import cast
 
+from meshwork.proxy.observe import ConnectionInfo, Observer
 from meshwork.proxy.plan import Cluster, ErrorKind
 
 __all__ = ["TcpProxy"]
@@ -25,17 +30,28 @@ log = logging.getLogger(__name__)
 class _Side(asyncio.Protocol):
     """One end of a splice; ``peer`` is the other end (None until connected)."""
 
-    def __init__(self, proxy: TcpProxy) -> None:
+    upstream = True  # which end this is (for the byte counts)
+    connecting = False
+
+    def __init__(self, proxy: TcpProxy, info: ConnectionInfo | None = None) -> None:
         self.proxy = proxy
         self.transport: asyncio.Transport | None = None
         self.peer: _Side | None = None
         self.early: list[bytes] = []  # client bytes before the upstream is connected
         self.eof = False
+        self.lost = False
+        self.info = info  # None when nobody observes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        info = self.info
+        if info is not None:
+            if self.upstream:
+                info.bytes_sent += len(data)
+            else:
+                info.bytes_received += len(data)
         peer = self.peer
         if peer is not None and peer.transport is not None:
             peer.transport.write(data)
@@ -54,10 +70,17 @@ class _Side(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
         peer = self.peer
         if peer is not None and peer.transport is not None:
             peer.transport.close()
         self.proxy.conns.discard(self)
+        info = self.info
+        if info is not None and (peer is None or peer.lost) and (self.upstream or not self.connecting):
+            self.info = None
+            if peer is not None:
+                peer.info = None
+            self.proxy.report_closed(info)
 
     def pause_writing(self) -> None:
         if self.peer is not None and self.peer.transport is not None:
@@ -69,10 +92,18 @@ class _Side(asyncio.Protocol):
 
 
 class _Client(_Side):
+    upstream = False
+    connecting = True  # until connect() has an upstream or gave up
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self.proxy.conns.add(self)
-        self.proxy.loop.create_task(self.proxy.connect(self))
+        proxy = self.proxy
+        proxy.conns.add(self)
+        if proxy.observer is not None:
+            peer = transport.get_extra_info("peername")
+            source = str(peer[0]) if isinstance(peer, tuple) else ""
+            self.info = ConnectionInfo(source, proxy.cluster.name, proxy.loop.time())
+        proxy.loop.create_task(proxy.connect(self))
 
 
 class TcpProxy:
@@ -82,9 +113,12 @@ class TcpProxy:
     ``max_connect_attempts`` times (Envoy's TCP proxy default is 1).
     """
 
-    def __init__(self, cluster: Cluster, *, max_connect_attempts: int = 1) -> None:
+    def __init__(
+        self, cluster: Cluster, *, max_connect_attempts: int = 1, observer: Observer | None = None
+    ) -> None:
         self.cluster = cluster
         self.max_connect_attempts = max_connect_attempts
+        self.observer = observer
         self.loop = asyncio.get_running_loop()
         self.conns: set[_Side] = set()
         self.opened = 0
@@ -109,7 +143,7 @@ class TcpProxy:
             try:
                 async with asyncio.timeout(self.cluster.limits.connect_timeout):
                     _, proto = await self.loop.create_connection(
-                        lambda: _Side(self), ep.host, ep.port
+                        lambda: _Side(self, client.info), ep.host, ep.port
                     )
             except (OSError, TimeoutError):
                 self.cluster.release(ep, ErrorKind.CONNECT_FAILURE)
@@ -117,13 +151,28 @@ class TcpProxy:
             up = proto
             self.cluster.release(ep, 0)
             self.opened += 1
+            client.connecting = False
             if client.transport is None or client.transport.is_closing():
                 assert up.transport is not None
+                up.info = None
                 up.transport.close()
+                if client.info is not None:
+                    client.info.upstream = ep.key
+                    client.info.flags = "DC"
+                    if client.lost:
+                        self.report_closed(client.info)
+                        client.info = None
                 return
             self.conns.add(up)
             up.peer = client
             client.peer = up
+            info = client.info
+            if info is not None and self.observer is not None:
+                info.upstream = ep.key
+                try:
+                    self.observer.connection_opened(info)
+                except Exception:
+                    log.exception("the observer failed on an opened connection")
             assert up.transport is not None
             if client.early:
                 up.transport.write(b"".join(client.early))
@@ -131,8 +180,24 @@ class TcpProxy:
             if client.eof and up.transport.can_write_eof():
                 up.transport.write_eof()
             return
+        client.connecting = False
+        if client.info is not None:
+            client.info.flags = "UF" if tried else "UH"
+            if client.lost:
+                self.report_closed(client.info)
+                client.info = None
         if client.transport is not None:
             client.transport.close()  # like Envoy: no upstream, the connection just closes (flag UF)
+
+    def report_closed(self, info: ConnectionInfo) -> None:
+        """Both sides of a splice are closed (or the upstream never came): tell the observer."""
+        if self.observer is None:
+            return
+        info.duration = self.loop.time() - info.start
+        try:
+            self.observer.connection_closed(info)
+        except Exception:
+            log.exception("the observer failed on a closed connection")
 
     async def close(self) -> None:
         if self._server is not None:

@@ -7,18 +7,47 @@ a hang into a failure; no assertion depends on how fast the machine is.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 HANG_GUARD = 20.0  # seconds
+
+
+class LoopThread:
+    """An event loop in a thread, for a proxy run in the test's own process."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any) -> Any:
+        """Run ``coro`` on the loop and wait (bounded) for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(HANG_GUARD)
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run a plain function on the loop (to read state the loop owns)."""
+
+        async def call() -> Any:
+            return fn(*args)
+
+        return self.run(call())
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(HANG_GUARD)
+        self.loop.close()
 
 
 @dataclass
@@ -55,16 +84,20 @@ class Procs:
         err.flush()
         raise RuntimeError(f"{name} did not start: {(self.tmp / f'{name}.stderr').read_text()}")
 
-    def backend(self, name: str, *, tcp: bool = False) -> Proc:
-        argv = [sys.executable, str(HERE / "backend.py"), name, *(["--tcp"] if tcp else [])]
+    def backend(self, name: str, *, tcp: bool = False, fixed: bool = False) -> Proc:
+        """``backend.py`` (h11), or ``fixed_backend.py`` (one write per response) when ``fixed``."""
+        script = "fixed_backend.py" if fixed else "backend.py"
+        argv = [sys.executable, str(HERE / script), name, *(["--tcp"] if tcp else [])]
         proc, line = self._spawn(argv, "port ", f"backend-{name}")
         return Proc(proc, int(line.split()[1]))
 
-    def proxy(self, upstreams: list[int] | str, *args: str, name: str = "proxy") -> Proc:
+    def proxy(
+        self, upstreams: list[int] | str, *args: str, name: str = "proxy", access_log: bool = True
+    ) -> Proc:
         ups = upstreams if isinstance(upstreams, str) else ",".join(f"127.0.0.1:{p}" for p in upstreams)
-        log = self.tmp / f"{name}-access.log"
+        log = self.tmp / f"{name}-access.log" if access_log else None
         argv = [sys.executable, "-m", "meshwork", "proxy", "--listen", "127.0.0.1:0",
-                "--upstream", ups, "--access-log", str(log), *args]
+                "--upstream", ups, *(["--access-log", str(log)] if log else []), *args]
         proc, line = self._spawn(argv, "listening on", name)
         return Proc(proc, int(line.split()[-3].rsplit(":", 1)[1]), log)
 
