@@ -123,7 +123,7 @@ class Server:
         env = {**os.environ, "MESHWORK_HOME": str(self.data_dir), "MESHWORK_LOG_LEVEL": "WARNING"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "meshwork", "server", "--host", "127.0.0.1", "--port", "0",
-             "--data-dir", str(self.data_dir), "--agent", "--node-name", NODE],
+             "--data-dir", str(self.data_dir), "--agent", "--node-name", NODE, "--no-ingress-gateway"],
             stdout=subprocess.PIPE, stderr=open(self.data_dir / "bench-server.log", "a"),
             text=True, env=env, start_new_session=True,
         )  # fmt: skip

@@ -169,22 +169,46 @@ class Runner:
     # -- applying actions ------------------------------------------------------
 
     async def _apply(self, outcome: Outcome) -> bool:
-        """Apply actions in order; False when one found the world changed (409/404)."""
+        """Apply actions in order; False when one found the world changed (409/404).
+
+        A run of consecutive creates (a ReplicaSet's slow-start batch) or deletes
+        goes out together, as upstream's controllers fire a batch in parallel: the
+        store commits them in one group instead of one fsync each.
+        """
         created: dict[str, list[str]] = {}  # generateName -> names the server gave
         # Our own writes move an object's resourceVersion: a later action on the
         # same object that started from the old one continues from ours (it could
         # not have succeeded had anyone else written in between).
         moved: dict[tuple[str, str | None, str], tuple[str, str]] = {}
-        for action in outcome.actions:
+        actions = list(outcome.actions)
+        i = 0
+        while i < len(actions):
+            action = actions[i]
+            if isinstance(action, CreateObject | DeleteObject):
+                kind = type(action)
+                j = i
+                while j < len(actions) and type(actions[j]) is kind:
+                    j += 1
+                batch = actions[i:j]
+                i = j
+                results = await asyncio.gather(*(self._apply_one(a, moved) for a in batch), return_exceptions=True)
+                for done, result in zip(batch, results, strict=True):
+                    if isinstance(result, AlreadyExists) and isinstance(done, CreateObject):
+                        continue  # created by an earlier pass whose write we had not seen yet
+                    if isinstance(result, Conflict | NotFound):
+                        log.debug("action %s: %s; reconciling again", type(done).__name__, result)
+                        return False
+                    if isinstance(result, BaseException):
+                        raise result
+                    if result and isinstance(done, CreateObject) and done.obj.metadata.generate_name:
+                        created.setdefault(done.obj.metadata.generate_name, []).append(result)
+                continue
+            i += 1
             if isinstance(action, RecordEvent):
                 action = _named(action, created)
             try:
-                name = await self._apply_one(action, moved)
-                if name and isinstance(action, CreateObject) and action.obj.metadata.generate_name:
-                    created.setdefault(action.obj.metadata.generate_name, []).append(name)
+                await self._apply_one(action, moved)
             except (Conflict, NotFound) as exc:
-                if isinstance(exc, AlreadyExists) and isinstance(action, CreateObject):
-                    continue  # created by an earlier pass whose write we had not seen yet
                 log.debug("action %s: %s; reconciling again", type(action).__name__, exc)
                 return False
         return True
