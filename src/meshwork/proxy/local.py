@@ -345,7 +345,8 @@ class LocalReplies:
         if type(decided) is Forward:
             route, cluster = decided.route, decided.cluster.name
         else:
-            route, cluster = (decided.route if decided is not None else ""), ""
+            route = decided.route if decided is not None else ""
+            cluster = decided.cluster if isinstance(decided, DirectResponse) else ""
         endpoint = self.endpoint
         info = RequestInfo(
             req.method,

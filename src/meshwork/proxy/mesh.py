@@ -193,9 +193,12 @@ class MeshDecider:
                 seen = _core_outcome(outcome)
                 return seen is not None and retry_on(p, seen)
 
+            # Which response statuses retry, worked out once: the engine then tests
+            # membership per response instead of calling ``decide``.
+            statuses = frozenset(code for code in range(100, 600) if retry_on(policy, code))
             cached = plan.RetryPolicy(attempts=policy.attempts, retry_on=decide,
                                       per_try_timeout=policy.per_try_timeout,
-                                      backoff_base=policy.backoff_base)  # fmt: skip
+                                      backoff_base=policy.backoff_base, retriable_statuses=statuses)  # fmt: skip
             self._retry_cache[id(policy)] = cached
         return cached
 
@@ -257,5 +260,8 @@ class MeshDecider:
         headers = tuple((n.encode(), v.encode()) for n, v in d.response_extra)
         if d.location:
             headers += ((b"location", d.location.encode()),)
-        return plan.DirectResponse(status=d.status, body=d.body, headers=headers,
-                                   flag=",".join(d.flags), reason=d.reason, route=route)  # fmt: skip
+        cluster_name = ""
+        if d.route is not None and d.route.destinations:  # e.g. a fault abort: metrics name the destination
+            cluster_name = d.route.destinations[0].cluster
+        return plan.DirectResponse(status=d.status, body=d.body, headers=headers, flag=",".join(d.flags),
+                                   reason=d.reason, route=route, cluster=cluster_name)  # fmt: skip

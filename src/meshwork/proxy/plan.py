@@ -184,6 +184,7 @@ class DirectResponse:
     flag: str = ""
     reason: str = ""  # sent as x-meshwork-reason when set
     route: str = ""
+    cluster: str = ""  # the destination the route names (a fault abort's metrics report it)
 
 
 Plan = Forward | DirectResponse

@@ -304,9 +304,8 @@ def test_fault_abort_answers_its_percentage_of_requests(mesh: Mesh) -> None:
     assert all(r[4] for r in aborted), "every aborted request says why in x-meshwork-reason"
     assert {r[3] for r in rows if r[2] == 200} == {"v1 ratings-v1 200"}
     assert _flags(mesh, "ratings")["200", "-"] == seen[200]
-    # Counted with flag FI (under destination_service "unknown" for now: the engine reports no
-    # cluster for a local reply, where Istio labels it with the route's destination).
-    assert _flags(mesh, None)["555", "FI"] == seen[555]
+    # Counted with flag FI, under the route's destination as Istio labels it.
+    assert _flags(mesh, "ratings")["555", "FI"] == seen[555]
 
 
 def test_fault_delay_holds_the_matched_user_only(mesh: Mesh) -> None:
