@@ -9,27 +9,57 @@ process); formatting lives in ``printers``/``columns``/``describe``, HTTP in
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
 
 from meshwork import __version__
-from meshwork.cli.agent import agent_cmd
-from meshwork.cli.commands import apply_cmd, delete_cmd, describe_cmd, get_cmd, version_cmd
 from meshwork.cli.config import data_dir
 from meshwork.cli.context import Session
-from meshwork.cli.lifecycle import down_cmd, server_cmd, up_cmd
-from meshwork.cli.mesh import proxy_config_cmd, proxy_status_cmd
-from meshwork.cli.podio import exec_cmd, logs_cmd
-from meshwork.cli.proxy import proxy_cmd
-from meshwork.cli.rollout import rollout_cmd
-from meshwork.cli.scale import scale_cmd
-from meshwork.cli.sidecar import sidecar_cmd
-from meshwork.cli.topsvc import top_group
-from meshwork.cli.why import why_cmd
+
+# Each command's module is imported only when that command runs (or for --help):
+# `meshwork sidecar` and `meshwork proxy` stay small, and `get` starts fast.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "server": ("lifecycle", "server_cmd"),
+    "agent": ("agent", "agent_cmd"),
+    "up": ("lifecycle", "up_cmd"),
+    "down": ("lifecycle", "down_cmd"),
+    "apply": ("commands", "apply_cmd"),
+    "get": ("commands", "get_cmd"),
+    "describe": ("commands", "describe_cmd"),
+    "delete": ("commands", "delete_cmd"),
+    "rollout": ("rollout", "rollout_cmd"),
+    "logs": ("podio", "logs_cmd"),
+    "exec": ("podio", "exec_cmd"),
+    "top": ("topsvc", "top_group"),
+    "scale": ("scale", "scale_cmd"),
+    "proxy": ("proxy", "proxy_cmd"),
+    "sidecar": ("sidecar", "sidecar_cmd"),
+    "version": ("commands", "version_cmd"),
+    "proxy-status": ("mesh", "proxy_status_cmd"),
+    "proxy-config": ("mesh", "proxy_config_cmd"),
+    "why": ("why", "why_cmd"),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module = importlib.import_module(f"meshwork.cli.{target[0]}")
+        command = getattr(module, target[1])
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data-dir",
     "data_dir_",
@@ -52,30 +82,6 @@ from meshwork.cli.why import why_cmd
 def cli(ctx: click.Context, data_dir_: Path | None, server: str | None, token: str | None) -> None:
     """meshwork: Kubernetes, Istio and Argo manifests, run as local processes behind a mesh."""
     ctx.obj = Session(data_dir(data_dir_), server=server, token=token)
-
-
-for command in (
-    server_cmd,
-    agent_cmd,
-    up_cmd,
-    down_cmd,
-    apply_cmd,
-    get_cmd,
-    describe_cmd,
-    delete_cmd,
-    rollout_cmd,
-    logs_cmd,
-    exec_cmd,
-    top_group,
-    scale_cmd,
-    proxy_cmd,
-    sidecar_cmd,
-    version_cmd,
-    proxy_status_cmd,
-    proxy_config_cmd,
-    why_cmd,
-):
-    cli.add_command(command)
 
 
 def main() -> None:
