@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -144,7 +144,10 @@ def remove_stale_pid_file(data_dir: Path, pid: int) -> None:
 # -- start ---------------------------------------------------------------------------
 
 
-def server_command(host: str, port: int, data_dir: Path, store_url: str | None) -> list[str]:
+def server_command(
+    host: str, port: int, data_dir: Path, store_url: str | None, extra: Sequence[str] = ()
+) -> list[str]:
+    """``meshwork server`` with these options; ``extra`` are further server options, passed as they are."""
     cmd = [
         sys.executable,
         "-m",
@@ -159,11 +162,11 @@ def server_command(host: str, port: int, data_dir: Path, store_url: str | None) 
     ]
     if store_url:
         cmd += ["--store", store_url]
-    return cmd
+    return [*cmd, *extra]
 
 
 def start_server(
-    data_dir: Path, *, host: str, port: int, store_url: str | None
+    data_dir: Path, *, host: str, port: int, store_url: str | None, extra: Sequence[str] = ()
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Spawn the server in its own session, appending its output to ``server.log``.
 
@@ -175,7 +178,7 @@ def start_server(
     try:
         offset = os.fstat(fd).st_size
         proc = subprocess.Popen(
-            server_command(host, port, data_dir, store_url),
+            server_command(host, port, data_dir, store_url, extra),
             stdin=subprocess.DEVNULL,
             stdout=fd,
             stderr=fd,

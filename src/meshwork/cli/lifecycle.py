@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -29,6 +29,7 @@ from meshwork.cli.config import read_client_config
 from meshwork.cli.context import error, reports_errors, session
 from meshwork.cli.resolve import load_kinds
 from meshwork.client import Client
+from meshwork.errors import ApiError
 
 if TYPE_CHECKING:
     from meshwork.cli import apply as apply_mod
@@ -212,6 +213,13 @@ def _follow(path: Path, offset: int, proc: subprocess.Popen[bytes]) -> int | Non
 @port_option
 @data_dir_option
 @store_option
+@click.option("--ingress-host", default=None, help="Address the ingress gateway listens on (see `server`).")
+@click.option(
+    "--ingress-ports",
+    default=None,
+    metavar="PORT:HOSTPORT,...",
+    help="Gateway server ports and the host ports the ingress gateway listens on for them (see `server`).",
+)
 @reports_errors
 def up_cmd(
     files: tuple[str, ...],
@@ -221,6 +229,8 @@ def up_cmd(
     port: int,
     data_dir: Path | None,
     store_url: str | None,
+    ingress_host: str | None,
+    ingress_ports: str | None,
 ) -> None:
     """Start the server if it is not running, wait until it is ready, and apply manifests.
 
@@ -238,6 +248,18 @@ def up_cmd(
         # Validate everything before starting anything: a typo should not cost a server start.
         desired = apply_mod.plan(apply_mod.load(files), session().namespace(namespace))
 
+    extra: list[str] = []
+    if ingress_ports is not None:
+        from meshwork.control.ingress import parse_ports
+
+        try:
+            parse_ports(ingress_ports)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--ingress-ports") from None
+        extra += ["--ingress-ports", ingress_ports]
+    if ingress_host is not None:
+        extra += ["--ingress-host", ingress_host]
+
     existing = daemon.running_server(directory)
     proc: subprocess.Popen[bytes] | None = None
     offset = 0
@@ -245,10 +267,12 @@ def up_cmd(
         config = read_client_config(directory)
         client = Client(config.server, config.token)
         error(f"meshwork server already running (pid {existing}) at {config.server}")
+        if extra:
+            error("--ingress-host and --ingress-ports take effect only when `up` starts the server")
         with _spinner("waiting for the meshwork server to be ready..."):
             daemon.wait_ready(client, None)
     else:
-        proc, offset = daemon.start_server(directory, host=host, port=port, store_url=store_url)
+        proc, offset = daemon.start_server(directory, host=host, port=port, store_url=store_url, extra=extra)
         client = Client(_url(host, port), None)
         try:
             with (
@@ -274,6 +298,7 @@ def up_cmd(
 
     if detach or proc is None:
         failures = apply_mod.apply_all(client, desired, echo=click.echo, error=error)
+        _echo_gateway_urls(client, desired)
         if proc is not None:
             error(
                 f"meshwork server running at {client.server} (pid {proc.pid}); "
@@ -306,6 +331,7 @@ def _foreground(
     try:
         with _sigterm_as_interrupt():
             failures = apply_mod.apply_all(client, desired, echo=click.echo, error=error)
+            _echo_gateway_urls(client, desired)
             error(
                 f"meshwork server running at {client.server} (pid {proc.pid}); press Ctrl-C to stop it"
             )
@@ -322,6 +348,64 @@ def _foreground(
         raise SystemExit(1 if code else 0)
     if failures:
         raise SystemExit(1)
+
+
+def gateway_urls(desired: list[apply_mod.Desired], ingress: dict[str, Any]) -> list[str]:
+    """Where to open each applied HTTP Gateway served by the ingress gateway ``ingress`` (its Service).
+
+    The host port is the Service's targetPort for a Gateway port the Service
+    names (80 -> 8080), else the Gateway port itself, as the gateway listens;
+    the path is the first URI match of an applied VirtualService bound to the
+    Gateway (``/productpage`` for bookinfo), else ``/``.
+    """
+    spec, status = ingress.get("spec") or {}, ingress.get("status") or {}
+    targets = {p.get("port"): p.get("targetPort") for p in spec.get("ports") or []}
+    lb = (status.get("loadBalancer") or {}).get("ingress") or [{}]
+    host = lb[0].get("ip") or lb[0].get("hostname") or DEFAULT_HOST
+    selector = spec.get("selector") or {}
+    out = []
+    for gw in (d for d in desired if d.info.kind == "Gateway"):
+        gw_spec = gw.obj.get("spec") or {}
+        wanted = gw_spec.get("selector") or {}
+        if any(selector.get(k) != v for k, v in wanted.items()):
+            continue
+        names = {gw.name, f"{gw.namespace}/{gw.name}"}
+        paths = [
+            m["uri"].get("exact") or m["uri"].get("prefix")
+            for vs in desired
+            if vs.info.kind == "VirtualService" and names & set((vs.obj.get("spec") or {}).get("gateways") or [])
+            for route in (vs.obj.get("spec") or {}).get("http") or []
+            for m in route.get("match") or []
+            if isinstance(m.get("uri"), dict)
+        ]
+        path = next((p for p in paths if p), "/")
+        for server in gw_spec.get("servers") or []:
+            protocol = str((server.get("port") or {}).get("protocol", "")).upper()
+            if protocol not in ("HTTP", "HTTP2", "HTTPS"):
+                continue
+            number = server["port"].get("number")
+            target = targets.get(number, number)
+            scheme = "https" if protocol == "HTTPS" else "http"
+            address = f"[{host}]" if ":" in host else host
+            out.append(f"{scheme}://{address}:{target}{path}    (Gateway {gw.name}, port {number})")
+    return out
+
+
+def _echo_gateway_urls(client: Client, desired: list[apply_mod.Desired]) -> None:
+    """Print where the applied Gateways answer, when this server runs the ingress gateway."""
+    if not any(d.info.kind == "Gateway" for d in desired):
+        return
+    from meshwork.control.ingress import NAME, NAMESPACE
+    from meshwork.model.kinds import REGISTRY
+
+    info = REGISTRY.for_group_kind("", "Service")
+    assert info is not None
+    try:
+        ingress = client.get(info, NAMESPACE, NAME)
+    except ApiError:
+        return  # no ingress gateway on this server (--no-ingress-gateway or --no-agent)
+    for line in gateway_urls(desired, ingress):
+        click.echo(f"open {line}")
 
 
 @click.command("down")
