@@ -75,6 +75,7 @@ def _samples() -> dict[str, ImageEntry]:
             out[f"{repo}examples-bookinfo-{name}"] = entry
         for version in ("v1", "v2"):
             out[f"{repo}examples-helloworld-{version}"] = app("helloworld", "5000", SERVICE_VERSION=version)
+        out[f"{repo}tcp-echo-server"] = app("tcpecho", "9000", "hello")  # ENTRYPOINT tcp-echo, CMD [9000, hello]
     # httpbin on the port each image listens on: go-httpbin 8080, the Python images 80.
     out["mccutchen/go-httpbin"] = app("httpbin", "--port", "8080")
     out["kennethreitz/httpbin"] = out["kong/httpbin"] = app("httpbin", "--port", "80")

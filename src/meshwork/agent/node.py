@@ -35,6 +35,7 @@ from meshwork.agent.api import (
     AgentApi,
 )
 from meshwork.agent.images import Catalogue
+from meshwork.agent.serviceproxy import ServiceProxy
 from meshwork.agent.worker import PodWorker, Run
 from meshwork.client import Client
 from meshwork.core.inject import OUTBOUND_PORT, SIDECAR_NAME
@@ -466,6 +467,8 @@ class Agent:
         self._tasks.append(asyncio.create_task(self._heartbeat()))
         self._tasks.append(asyncio.create_task(self._pods()))
         self._tasks.append(asyncio.create_task(self.resources.run()))
+        proxy = ServiceProxy(self.sources.svcs, self.sources.eps)  # ClusterIPs, as kube-proxy serves them
+        self._tasks.append(asyncio.create_task(proxy.run()))
         print(f"meshwork agent {self.name} running pods in {self.network}", flush=True)
         await self.stop.wait()
         log.info("node %s: stopping every pod", self.name)
@@ -476,6 +479,7 @@ class Agent:
             worker.wake.set()
         await asyncio.gather(*(w.done.wait() for w in list(self.workers.values())))
         self.resources.close()
+        proxy.close()
         await self.endpoint.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.gather(*self._event_tasks, return_exceptions=True), 2)
