@@ -7,10 +7,11 @@ arithmetic Prometheus would do: counter increases with resets
 (``increase``), and quantiles from histogram bucket increases
 (``histogram_quantile``, same algorithm as PromQL's).
 
-Samples with ``reporter="destination"`` are read, so each request is
-counted once, by the sidecar of the pod that served it. A scrape without any
-(proxies that forward straight to the app, with no inbound listener, report
-only as the source) is read from ``reporter="source"`` instead.
+Each request is counted once: a service that any sidecar reports as the
+destination (the sidecar of the pod that served it, on its inbound side) is
+read from ``reporter="destination"`` samples only; a service nobody reports
+that way (a plain, unmeshed backend, an external host) from the callers'
+``reporter="source"`` samples.
 
 What must not live here: the metrics' format (``proxy.telemetry``).
 """
@@ -53,8 +54,8 @@ SCRAPE_THREADS = 16
 _REQUESTS = "istio_requests_total"
 _BUCKET = "istio_request_duration_milliseconds_bucket"
 
-# One series: (metric, service fqdn, service name, service namespace, code or le).
-Series = tuple[str, str, str, str, str]
+# One series: (metric, service fqdn, service name, service namespace, code or le, reporter).
+Series = tuple[str, str, str, str, str, str]
 
 
 def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float:
@@ -108,23 +109,21 @@ def increase(before: float, after: float) -> float:
 
 
 def parse_metrics(text: str, reporter: str | None = None) -> dict[Series, float]:
-    """The request counts and duration buckets in a scrape, as ``reporter`` reported them.
-
-    None: the destination's, or the source's when the scrape has no destination samples.
-    """
-    if reporter is None:
-        return parse_metrics(text, "destination") or parse_metrics(text, "source")
+    """The request counts and duration buckets in a scrape, as ``reporter`` reported them (None: both)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     out: dict[Series, float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name not in (_REQUESTS, _BUCKET) or s.labels.get("reporter") != reporter:
+            if s.name not in (_REQUESTS, _BUCKET):
                 continue
             lb = s.labels
+            by = lb.get("reporter", "")
+            if by not in ("source", "destination") or (reporter is not None and by != reporter):
+                continue
             extra = lb.get("response_code", "") if s.name == _REQUESTS else lb.get("le", "")
             key = (s.name, lb.get("destination_service", "unknown"), lb.get("destination_service_name", "unknown"),
-                   lb.get("destination_service_namespace", "unknown"), extra)  # fmt: skip
+                   lb.get("destination_service_namespace", "unknown"), extra, by)  # fmt: skip
             out[key] = out.get(key, 0.0) + s.value
     return out
 
@@ -142,9 +141,16 @@ class ServiceStats:
 
 
 def service_stats(deltas: dict[Series, float], seconds: float) -> list[ServiceStats]:
-    """Per-service rates and quantiles from series increases over ``seconds``."""
+    """Per-service rates and quantiles from series increases over ``seconds``.
+
+    A service with destination-reported series is counted from those only (its
+    callers' source-reported ones count the same requests again).
+    """
+    reported = {(svc, name, ns) for (_, svc, name, ns, _, by) in deltas if by == "destination"}
     services: dict[tuple[str, str, str], tuple[list[float], list[tuple[float, float]]]] = {}
-    for (metric, svc, name, ns, extra), value in deltas.items():
+    for (metric, svc, name, ns, extra, by), value in deltas.items():
+        if by == "source" and (svc, name, ns) in reported:
+            continue
         counts, buckets = services.setdefault((svc, name, ns), ([0.0, 0.0], []))
         if metric == _REQUESTS:
             counts[0] += value

@@ -16,8 +16,10 @@ The injected proxy is a native sidecar (an init container with
 ``restartPolicy: Always``, as Istio does with native sidecars on), so the app
 starts only once it is ready and a Job's pod ends whatever it does. It reads
 its identity from the downward API as Istio's does (``POD_NAME``,
-``POD_NAMESPACE``, ``INSTANCE_IP``, ``SERVICE_ACCOUNT``); the node agent adds
-how to reach the control plane.
+``POD_NAMESPACE``, ``INSTANCE_IP``, ``SERVICE_ACCOUNT``) and learns the app's ports from
+``ISTIO_META_POD_PORTS`` (Istio's name: a JSON list of the app containers'
+ports, taken when the pod is injected), which its inbound listener forwards
+to; the node agent adds how to reach the control plane.
 
 What must not: reading namespaces (passed in), I/O.
 """
@@ -38,6 +40,7 @@ REVISION_LABEL = "istio.io/rev"
 OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 ADMIN_PORT = 15020
+POD_PORTS_ENV = "ISTIO_META_POD_PORTS"
 
 
 def _says(value: str | None) -> bool | None:
@@ -74,7 +77,22 @@ def _field(path: str) -> dict[str, Any]:
     return {"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}}
 
 
-def sidecar_container() -> dict[str, Any]:
+def pod_ports(pod: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The app containers' ports as Istio's injector lists them (``ContainerPort`` objects, protocol TCP by default)."""
+    out: list[dict[str, Any]] = []
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            if not isinstance(port, Mapping) or not isinstance(port.get("containerPort"), int):
+                continue
+            entry: dict[str, Any] = {"name": port["name"]} if port.get("name") else {}
+            entry["containerPort"] = port["containerPort"]
+            entry["protocol"] = port.get("protocol") or "TCP"
+            out.append(entry)
+    return out
+
+
+def sidecar_container(ports: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The istio-proxy container; ``ports`` (``pod_ports``) become its ``ISTIO_META_POD_PORTS``."""
     return {
         "name": SIDECAR_NAME,
         "image": SIDECAR_IMAGE,
@@ -85,6 +103,7 @@ def sidecar_container() -> dict[str, Any]:
             {"name": "POD_NAMESPACE", **_field("metadata.namespace")},
             {"name": "INSTANCE_IP", **_field("status.podIP")},
             {"name": "SERVICE_ACCOUNT", **_field("spec.serviceAccountName")},
+            {"name": POD_PORTS_ENV, "value": json.dumps(ports or [], separators=(",", ":"))},
         ],
         # Ready once a first config applied (the proxy's /healthz/ready says so, as Istio's does).
         "readinessProbe": {"httpGet": {"path": "/healthz/ready", "port": ADMIN_PORT}, "periodSeconds": 1,
@@ -97,7 +116,7 @@ def inject(pod: Mapping[str, Any]) -> dict[str, Any]:
     """The pod with the sidecar added (a copy; ``pod`` is not changed)."""
     out = copy.deepcopy(dict(pod))
     spec = out.setdefault("spec", {})
-    spec["initContainers"] = [sidecar_container(), *(spec.get("initContainers") or [])]
+    spec["initContainers"] = [sidecar_container(pod_ports(out)), *(spec.get("initContainers") or [])]
     meta = out.setdefault("metadata", {})
     labels = meta.setdefault("labels", {})
     labels.setdefault("security.istio.io/tlsMode", "istio")

@@ -81,7 +81,7 @@ class Attempts(LocalReplies):
         pools = self.server.pools
         pool = pools.get(endpoint.key)
         if pool is None:
-            pool = pools[endpoint.key] = Pool(endpoint, cluster.limits)
+            pool = pools[endpoint.key] = Pool(endpoint, cluster.limits, self.server.source_address)
         elif pool.limits is not cluster.limits:  # a DestinationRule changed the connectionPool
             pool.limits = cluster.limits
         self.pool = pool

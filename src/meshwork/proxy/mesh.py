@@ -7,6 +7,16 @@ balancer position and active requests, and its outlier-detection state,
 carried over by cluster name when a new snapshot arrives, so a config push
 never readmits an ejected endpoint or resets round robin.
 
+Meshed endpoints (labelled ``security.istio.io/tlsMode: istio``, which
+injection sets) are reached through their own sidecar: ``ClusterState``
+maps them to ``<ip>:15006`` and the plan adds ``x-meshwork-inbound-port:
+<app port>`` (``proxy.inbound`` reads and removes it). The header is one per
+cluster: when meshed endpoints of one cluster listen on different app ports
+(a named targetPort), those on the most common port go through their
+sidecar and the others straight to the app; in a cluster mixing meshed and
+plain endpoints the plain ones get the header too and ignore it. LB and
+outlier state stay keyed by the app address (``ip:port``).
+
 What must not: routing policy (``core.mesh``), sockets or the event loop.
 Time comes from ``clock`` (the engine's loop clock), randomness from one
 ``random.Random`` per proxy.
@@ -16,6 +26,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -32,8 +43,10 @@ from meshwork.core.mesh.route import (
     retry_on,
 )
 from meshwork.proxy import plan
+from meshwork.proxy.inbound import INBOUND_PORT, INBOUND_PORT_HEADER
 
 UNBOUNDED_CONNECTIONS = 1024  # a local process cannot use Istio's 2^32-1
+MESHED_LABEL = "security.istio.io/tlsMode"  # "istio" on pods with a sidecar (Istio's injector sets it)
 _OUTCOMES: dict[str, str] = {
     plan.ErrorKind.CONNECT_FAILURE: "connect_failure",
     plan.ErrorKind.RESET: "reset",
@@ -95,7 +108,19 @@ class ClusterState:
             for ep in spec.endpoints:
                 for _ in range(old.active(ep.key)):
                     self.lb.request_started(ep.key)
-        self.endpoints = {ep.key: plan.Endpoint(ep.address, ep.port) for ep in spec.endpoints}
+        meshed = Counter(ep.port for ep in spec.endpoints if ep.labels.get(MESHED_LABEL) == "istio")
+        # The most common app port of the meshed endpoints (the lowest on a tie) is the one the header names.
+        inbound = min(meshed, key=lambda p: (-meshed[p], p)) if meshed else None
+        self.endpoints: dict[str, plan.Endpoint] = {}
+        self._keys: dict[plan.Endpoint, str] = {}  # the address we connect to -> the LB / outlier key
+        for ep in spec.endpoints:
+            via_sidecar = inbound is not None and ep.port == inbound and ep.labels.get(MESHED_LABEL) == "istio"
+            target = plan.Endpoint(ep.address, INBOUND_PORT if via_sidecar else ep.port)
+            self.endpoints[ep.key] = target
+            self._keys[target] = ep.key
+        self.inbound_edits = (
+            plan.HeaderEdits(set=((INBOUND_PORT_HEADER, str(inbound).encode()),)) if inbound is not None else None
+        )
         if spec.outlier is None:
             self.outlier = None
         elif self.outlier is None or self.outlier.config != spec.outlier:
@@ -106,8 +131,9 @@ class ClusterState:
     def pick(self, exclude: frozenset[plan.Endpoint], hashed: HashInput | None = None) -> plan.Endpoint | None:
         now = self.clock()
         unavailable = self.outlier.unavailable(now) if self.outlier is not None else frozenset()
+        keys = self._keys
         chosen = self.lb.pick(self.rng, hash_input=hashed, unavailable=unavailable,
-                              exclude={e.key for e in exclude})  # fmt: skip
+                              exclude={keys.get(e, e.key) for e in exclude})  # fmt: skip
         ep = chosen.endpoint
         if ep is None:
             return None
@@ -115,11 +141,12 @@ class ClusterState:
         return self.endpoints.get(ep.key) or plan.Endpoint(ep.address, ep.port)
 
     def release(self, endpoint: plan.Endpoint, outcome: plan.Outcome) -> None:
-        self.lb.request_finished(endpoint.key)
+        key = self._keys.get(endpoint, endpoint.key)
+        self.lb.request_finished(key)
         if self.outlier is not None:
             seen = _core_outcome(outcome)
             if seen is not None:
-                self.outlier.record(endpoint.key, seen, self.clock())
+                self.outlier.record(key, seen, self.clock())
 
 
 class _Bound:
@@ -232,6 +259,7 @@ class MeshDecider:
         absolute = not raw.target.startswith(b"/") and b"://" in raw.target
         if d.action == "forward":
             cluster: plan.Cluster
+            inbound: plan.HeaderEdits | None = None
             if d.passthrough or d.cluster is None:
                 host, _, port = req.authority.rpartition(":")
                 if not host:
@@ -239,6 +267,7 @@ class MeshDecider:
                 cluster = _Passthrough(host, int(port) if port.isdigit() else 80)
             else:
                 state = self.states[d.cluster.name]
+                inbound = state.inbound_edits
                 if state.spec.lb.policy in ("RING_HASH", "MAGLEV"):
                     cluster = _Bound(state, hash_input(req, source))
                 else:
@@ -248,11 +277,15 @@ class MeshDecider:
                 shadow = self.states.get(d.mirrors[0].cluster)
                 if shadow is not None:
                     mirror = (shadow, 100.0)
+            edits = _edits(d.request_headers)
+            if inbound is not None:  # the destination's sidecar: which app port this was for
+                edits = inbound if edits is None else plan.HeaderEdits(
+                    set=edits.set + inbound.set, add=edits.add, remove=edits.remove)  # fmt: skip
             path = d.path if d.path is not None else (req.path if absolute else None)
             authority = d.authority if d.authority is not None else (req.authority if absolute else None)
             return plan.Forward(
                 cluster=cluster, timeout=d.timeout, retries=self._retries(d.retry),
-                request_headers=_edits(d.request_headers), response_headers=_edits(d.response_headers),
+                request_headers=edits, response_headers=_edits(d.response_headers),
                 rewrite_path=path.encode() if path is not None else None,
                 rewrite_authority=authority.encode() if authority is not None else None, route=route,
                 delay=d.delay or None, mirror=mirror,

@@ -118,7 +118,7 @@ class Shadow:
         pools = self.server.pools
         pool = pools.get(endpoint.key)
         if pool is None:
-            pool = pools[endpoint.key] = Pool(endpoint, self.cluster.limits)
+            pool = pools[endpoint.key] = Pool(endpoint, self.cluster.limits, self.server.source_address)
         self.pool = pool
         self.timer = self.server.loop.call_later(self.timeout, self._give_up)
         conn = pool.acquire(self, 0)

@@ -120,9 +120,15 @@ class HttpProxy:
         observer: Observer | None = None,
         idle_timeout: float = IDLE_TIMEOUT,
         headers_timeout: float = HEADERS_TIMEOUT,
+        source_address: str | None = None,
     ) -> None:
-        """``observer`` hears of every finished request (``proxy.observe``); ``access_log`` is one more."""
+        """``observer`` hears of every finished request (``proxy.observe``); ``access_log`` is one more.
+
+        ``source_address``: the local IP upstream connections leave from (a sidecar's pod IP,
+        so the destination sees who calls); None lets the kernel choose.
+        """
         self.decider = decider
+        self.source_address = source_address
         self.access_log = access_log
         if access_log is not None:
             observer = access_log if observer is None else Observers(observer, access_log)

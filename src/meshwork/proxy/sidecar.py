@@ -10,10 +10,13 @@ back-off, asking for what is newer than the version it holds, and goes on
 serving meanwhile: the data plane never depends on the control plane being up.
 
 Roles: a sidecar listens on ``$POD_IP:15001`` for its app's outbound
-requests (the app's ``HTTP_PROXY``); a gateway listens on every port its
+requests (the app's ``HTTP_PROXY``), connecting upstream from its pod IP so
+the destination knows who calls, and on ``$POD_IP:15006`` for requests to
+its app from other sidecars (``proxy.inbound``; metrics with
+``reporter="destination"``); a gateway listens on every port its
 Gateways' servers name (mapped through the gateway Service's targetPort) on
 the configured host address. The outbound listener opens only once a first
-config applies, so the pod's readiness (a TCP probe on 15001) means "routing".
+config applies (the inbound one with it), so the pod's readiness means "routing".
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ import httptools
 from meshwork.core.mesh.compile import compile_snapshot
 from meshwork.core.mesh.snapshot import snapshot_from_wire
 from meshwork.proxy.admin import AdminServer
+from meshwork.proxy.inbound import INBOUND_PORT, AppPort, InboundDecider, services_from_snapshot
 from meshwork.proxy.mesh import ClusterState, MeshDecider
-from meshwork.proxy.telemetry import Directory, MeshMetrics, Peer
+from meshwork.proxy.plan import Decider
+from meshwork.proxy.telemetry import Directory, MeshMetrics, MetricsObserver, Peer
 
 log = logging.getLogger("meshwork.proxy")
 
@@ -67,6 +72,8 @@ class SidecarOptions:
     gateway_ports: dict[int, int] = field(default_factory=dict)  # Gateway server port -> port to listen on
     labels: str | None = None  # gateways without a Pod: their selector labels
     admin_host: str | None = None  # where :15020 (metrics, readiness) listens; None: no admin endpoint
+    pod_ports: tuple[AppPort, ...] = ()  # the app's ports (ISTIO_META_POD_PORTS), for the inbound side
+    pod_ip: str | None = None  # the app's address for inbound and the outbound source (None: listen_host)
 
 
 class _Stream:
@@ -111,6 +118,8 @@ class Sidecar:
         self.metrics = MeshMetrics()
         self.admin = AdminServer(self.metrics)
         self._observer = self.metrics.observer("source")
+        self._inbound_observer: MetricsObserver | None = None
+        self._inbound_key: tuple[tuple[int, str], ...] | None = None  # what the inbound decider was built from
 
     # -- applying config -------------------------------------------------------------
 
@@ -126,7 +135,9 @@ class Sidecar:
         else:
             decider = MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time)
             self.decider = decider
-            await self._listen(OUTBOUND_PORT, decider)
+            pod_ip = self.options.pod_ip or self.options.listen_host
+            await self._listen(OUTBOUND_PORT, decider, source=pod_ip)
+            await self._inbound(raw, pod_ip)
         self.version = str(raw.get("version", ""))
         self._learn_peers(raw)
         self.applied.set()
@@ -150,12 +161,25 @@ class Sidecar:
                     service_account=str(ep.get("serviceAccount") or "default"))  # fmt: skip
         self.metrics.directory = Directory(peers)
 
-    async def _listen(self, port: int, decider: MeshDecider, bind_port: int | None = None) -> None:
+    async def _inbound(self, raw: dict[str, Any], pod_ip: str) -> None:
+        """The inbound listener, its decider rebuilt only when the Services sending to this pod change."""
+        services = services_from_snapshot(raw, pod_ip)
+        key = tuple(sorted(services.items()))
+        if key == self._inbound_key:
+            return
+        if self._inbound_observer is None:
+            self._inbound_observer = self.metrics.observer("destination")
+        decider = InboundDecider(pod_ip, self.options.pod_ports, services)
+        await self._listen(INBOUND_PORT, decider, observer=self._inbound_observer)
+        self._inbound_key = key
+
+    async def _listen(self, port: int, decider: Decider, bind_port: int | None = None, *,
+                      observer: MetricsObserver | None = None, source: str | None = None) -> None:  # fmt: skip
         from meshwork.proxy.server import HttpProxy
 
         proxy = self.proxies.get(port)
         if proxy is None:
-            proxy = HttpProxy(decider, observer=self._observer)
+            proxy = HttpProxy(decider, observer=observer or self._observer, source_address=source)
             await proxy.start(self.options.listen_host, bind_port if bind_port is not None else port)
             self.proxies[port] = proxy
         else:

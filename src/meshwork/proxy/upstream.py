@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import logging
 from typing import Protocol, cast
 
@@ -81,6 +82,20 @@ class UpstreamConnection(asyncio.Protocol):
             self.owner.upstream_paused(False)
 
 
+def _can_leave_from(source: str, host: str) -> bool:
+    try:
+        src = ipaddress.ip_address(source)
+    except ValueError:
+        return False
+    if not src.is_loopback:
+        return True
+    try:
+        dst = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False  # a name: it may resolve anywhere
+    return dst.is_loopback and dst.version == src.version
+
+
 class _Overflow:
     """Sentinel: the pool is full and so is its queue (503, flag UO)."""
 
@@ -99,13 +114,20 @@ class Pool:
         "limits",
         "now",
         "open",
+        "source",
         "waiters",
     )
 
-    def __init__(self, endpoint: Endpoint, limits: PoolLimits) -> None:
+    def __init__(self, endpoint: Endpoint, limits: PoolLimits, source: str | None = None) -> None:
+        """``source``: the local address connections leave from (None: whatever the kernel picks).
+
+        A loopback source (a pod IP on one machine) is used only towards loopback
+        addresses: a connection to anywhere else could not leave from it.
+        """
         self._loop = asyncio.get_running_loop()
         self.endpoint = endpoint
         self.limits = limits
+        self.source = source if source is not None and _can_leave_from(source, endpoint.host) else None
         self.idle: list[UpstreamConnection] = []
         self.now = self._loop.time()  # coarse: updated by the server's sweep
         self.open = 0  # connected or connecting
@@ -194,7 +216,8 @@ class Pool:
         try:
             async with asyncio.timeout(self.limits.connect_timeout):
                 _, proto = await self._loop.create_connection(
-                    lambda: UpstreamConnection(self), ep.host, ep.port
+                    lambda: UpstreamConnection(self), ep.host, ep.port,
+                    local_addr=(self.source, 0) if self.source is not None else None,
                 )
         except (OSError, TimeoutError) as exc:
             self.open -= 1

@@ -58,3 +58,30 @@ def test_injection_never_changes_the_input_or_the_app_containers(labels: dict[st
     out = inject(pod)
     assert json.dumps(pod, sort_keys=True) == snapshot
     assert out["spec"]["containers"] == pod["spec"]["containers"]
+
+
+def _env(container: dict[str, Any], name: str) -> str:
+    return next(e["value"] for e in container["env"] if e["name"] == name)
+
+
+def test_the_proxy_learns_the_app_ports_as_istio_meta_pod_ports() -> None:
+    pod = _pod()
+    pod["spec"]["containers"] = [
+        {"name": "app", "image": "busybox", "ports": [{"name": "http", "containerPort": 9080},
+                                                      {"containerPort": 9443, "protocol": "TCP"}]},
+        {"name": "dns", "image": "busybox", "ports": [{"name": "dns", "containerPort": 53, "protocol": "UDP"}]},
+        {"name": "quiet", "image": "busybox"},
+    ]  # fmt: skip
+    out = inject(pod)
+    sidecar = out["spec"]["initContainers"][0]
+    assert json.loads(_env(sidecar, "ISTIO_META_POD_PORTS")) == [
+        {"name": "http", "containerPort": 9080, "protocol": "TCP"},
+        {"containerPort": 9443, "protocol": "TCP"},
+        {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+    ]
+    Pod.model_validate(out)  # a plain env value the API server accepts
+
+
+def test_a_pod_without_ports_gets_an_empty_list() -> None:
+    sidecar = inject(_pod())["spec"]["initContainers"][0]
+    assert json.loads(_env(sidecar, "ISTIO_META_POD_PORTS")) == []

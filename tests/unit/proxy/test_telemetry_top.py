@@ -92,9 +92,12 @@ def _scrape(m: MeshMetrics) -> dict[tuple[str, str, str, str, str], float]:
     return parse_metrics(m.render())
 
 
-def _info(status: int, duration: float) -> RequestInfo:
-    return RequestInfo(b"GET", b"reviews:9080", b"/", status, "", "", "inbound|9080||", "", 0.0, duration, 0, 10,
+def _info(status: int, duration: float, cluster: str = "inbound|9080||") -> RequestInfo:
+    return RequestInfo(b"GET", b"reviews:9080", b"/", status, "", "", cluster, "", 0.0, duration, 0, 10,
                        source="127.1.0.9")  # fmt: skip
+
+
+REVIEWS_OUT = "outbound|9080||reviews.default.svc.cluster.local"
 
 
 def test_window_rates_success_and_latency_from_real_renders() -> None:
@@ -107,7 +110,7 @@ def test_window_rates_success_and_latency_from_real_renders() -> None:
     w.add(0.0, {"reviews-1": _scrape(m)})
     for i in range(100):
         inbound.request_done(_info(503 if i < 10 else 200, 0.003 if i < 50 else 0.04))
-        outbound.request_done(_info(200, 1.0))
+        outbound.request_done(_info(200, 1.0, REVIEWS_OUT))
     w.add(10.0, {"reviews-1": _scrape(m)})
     seconds, stats = w.stats()
     assert seconds == 10.0
@@ -149,3 +152,22 @@ def test_meshed_pods_need_a_sidecar_and_an_ip() -> None:
         {"metadata": {"name": "pending"}, "spec": {"containers": [{"name": "istio-proxy"}]}, "status": {}},
     ]  # fmt: skip
     assert meshed_pods(pods) == [("a", "127.1.0.5"), ("native", "127.1.0.6")]
+
+
+def test_a_service_is_counted_by_its_destinations_else_by_its_callers() -> None:
+    from meshwork.proxy.telemetry import Peer
+
+    # The caller's sidecar has no inbound traffic: it reports only as the source.
+    caller = MeshMetrics(Peer(workload="productpage-v1", namespace="default"))
+    served = MeshMetrics(Peer(workload="reviews-v1", namespace="default"), service="reviews.default.svc.cluster.local")
+    out, inbound = caller.observer("source"), served.observer("destination")
+    w = Window(seconds=60)
+    w.add(0.0, {"caller": _scrape(caller), "reviews-1": _scrape(served)})
+    for _ in range(20):  # the same 20 requests, seen from both ends
+        out.request_done(_info(200, 0.001, REVIEWS_OUT))
+        inbound.request_done(_info(200, 0.001))
+    for _ in range(30):  # a service with no sidecar of its own: only its callers report it
+        out.request_done(_info(200, 0.001, "outbound|80||legacy.default.svc.cluster.local"))
+    w.add(10.0, {"caller": _scrape(caller), "reviews-1": _scrape(served)})
+    _, stats = w.stats()
+    assert {s.name: s.rps for s in stats} == {"legacy": pytest.approx(3.0), "reviews": pytest.approx(2.0)}

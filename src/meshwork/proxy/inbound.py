@@ -1,0 +1,179 @@
+"""The sidecar's inbound side: which of its app's ports a request for this pod goes to.
+
+What lives here: ``InboundDecider``, the small static decider behind the
+sidecar's ``$POD_IP:15006`` listener, and ``parse_pod_ports``, which reads the
+app's ports from ``ISTIO_META_POD_PORTS`` (set by injection, ``core.inject``).
+
+How a request finds its port. A meshed client's sidecar connects to the
+destination pod's ``:15006`` and says which app port it meant in
+``x-meshwork-inbound-port`` (on one machine there is no iptables redirect to
+keep the original destination port, so the header carries it). The header is
+removed before the request goes on to ``$POD_IP:<port>``:
+
+* a port the pod declares, or a Service sends traffic to, goes to its
+  ``inbound|<port>||<service>`` cluster;
+* a port it does not declare still reaches the app, as Istio forwards
+  undeclared ports through ``InboundPassthroughClusterIpv4``;
+* no header: the pod's only such port; with none, 503
+  ``no healthy upstream`` (UH); with several, 404 (NR): which one is not known;
+* a header that is not a port number, or names one of the proxy's own ports,
+  is refused with 404 (NR), never looped back into the proxy.
+
+Istio's inbound side never retries and sets no timeout; neither does this.
+The cluster names carry the Service that selects this pod on that port (from
+the snapshot, ``services_from_snapshot``), so ``reporter="destination"``
+metrics name ``destination_service``.
+
+What must not live here: sockets, the event loop (the engine, ``proxy.server``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from meshwork.core.http1 import Request
+from meshwork.core.mesh.flags import local_reply
+from meshwork.proxy import plan
+
+__all__ = [
+    "INBOUND_PORT",
+    "INBOUND_PORT_HEADER",
+    "PROXY_PORTS",
+    "AppPort",
+    "InboundDecider",
+    "parse_pod_ports",
+    "services_from_snapshot",
+]
+
+INBOUND_PORT = 15006
+INBOUND_PORT_HEADER = b"x-meshwork-inbound-port"
+# Istio's reserved proxy ports (admin, outbound, debug, inbound, tunnel,
+# merged metrics, health, Envoy's prometheus): never an app's, never forwarded to.
+PROXY_PORTS = frozenset({15000, 15001, 15004, 15006, 15008, 15020, 15021, 15090})
+PASSTHROUGH = "InboundPassthroughClusterIpv4"
+_REMOVE = plan.HeaderEdits(remove=(INBOUND_PORT_HEADER,))
+
+
+@dataclass(frozen=True, slots=True)
+class AppPort:
+    """One declared container port of the app (TCP only: the inbound listener speaks HTTP)."""
+
+    port: int
+    name: str = ""
+
+
+def parse_pod_ports(text: str | None) -> tuple[AppPort, ...]:
+    """The TCP ports in ``ISTIO_META_POD_PORTS`` (a JSON list of ``ContainerPort``), sorted, once each.
+
+    Empty or absent text is no ports; anything else that is not that JSON shape raises ValueError.
+    """
+    if not text or not text.strip():
+        return ()
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"ISTIO_META_POD_PORTS is not JSON: {exc}") from exc
+    if not isinstance(raw, list):
+        raise ValueError("ISTIO_META_POD_PORTS must be a JSON list of container ports")
+    out: dict[int, AppPort] = {}
+    for i, item in enumerate(raw):
+        port = item.get("containerPort") if isinstance(item, dict) else None
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ValueError(f"ISTIO_META_POD_PORTS[{i}]: containerPort must be a port number, got {port!r}")
+        if str(item.get("protocol") or "TCP").upper() != "TCP":
+            continue
+        out.setdefault(port, AppPort(port, str(item.get("name") or "")))
+    return tuple(out[p] for p in sorted(out))
+
+
+def services_from_snapshot(raw: Mapping[str, Any], pod_ip: str) -> dict[int, str]:
+    """Container port -> the FQDN of the Service that sends it traffic (first by name when several).
+
+    Read from a snapshot's wire form: the Services with this pod's IP among
+    their endpoints, and the port numbers each endpoint lists.
+    """
+    domain = str(raw.get("domain") or "cluster.local")
+    found: dict[int, list[str]] = {}
+    for svc in raw.get("services") or []:
+        host = f"{svc.get('name')}.{svc.get('namespace')}.svc.{domain}"
+        for ep in svc.get("endpoints") or []:
+            if ep.get("ip") != pod_ip:
+                continue
+            for port in (ep.get("ports") or {}).values():
+                if isinstance(port, int):
+                    found.setdefault(port, []).append(host)
+    return {port: sorted(hosts)[0] for port, hosts in found.items()}
+
+
+class _AppCluster:
+    """One app port: a cluster of one endpoint, with Istio's inbound cluster name."""
+
+    __slots__ = ("endpoint", "limits", "name")
+
+    def __init__(self, name: str, endpoint: plan.Endpoint) -> None:
+        self.name = name
+        self.limits = plan.DEFAULT_LIMITS
+        self.endpoint = endpoint
+
+    def pick(self, exclude: frozenset[plan.Endpoint]) -> plan.Endpoint | None:
+        return self.endpoint
+
+    def release(self, endpoint: plan.Endpoint, outcome: plan.Outcome) -> None:
+        pass
+
+
+def _reply(flag: str, detail: str) -> plan.DirectResponse:
+    lr = local_reply(flag, detail)
+    headers = ((b"content-type", b"text/plain"),) if lr.body else ()
+    return plan.DirectResponse(status=lr.status, body=lr.body, headers=headers, flag=flag, reason=lr.reason)
+
+
+class InboundDecider:
+    """Sends each request to ``pod_ip`` on the app port it names (or the only one); no retries."""
+
+    def __init__(self, pod_ip: str, ports: Iterable[AppPort], services: Mapping[int, str] | None = None) -> None:
+        self.pod_ip = pod_ip
+        services = services or {}
+        declared = {p.port: p for p in ports}
+        for port in services:  # a Service's targetPort is an app port even when not declared (as in Istio)
+            if port not in PROXY_PORTS:
+                declared.setdefault(port, AppPort(port))
+        self.ports = tuple(declared[p] for p in sorted(declared))
+        self.clusters: dict[int, _AppCluster] = {
+            p.port: _AppCluster(f"inbound|{p.port}||{services.get(p.port, '')}", plan.Endpoint(pod_ip, p.port))
+            for p in self.ports
+        }
+        self._forwards = {port: plan.Forward(cluster=c, request_headers=_REMOVE) for port, c in self.clusters.items()}
+        self._only = self._forwards[self.ports[0].port] if len(self.ports) == 1 else None
+        self._passthrough: dict[int, plan.Forward] = {}
+
+    def decide(self, request: Request, source: str) -> plan.Plan:
+        wanted: bytes | None = None
+        for name, value in request.headers:
+            if len(name) == len(INBOUND_PORT_HEADER) and name.lower() == INBOUND_PORT_HEADER:
+                wanted = value.strip()
+                break
+        if wanted is None:
+            if self._only is not None:
+                return self._only
+            if not self.ports:
+                return _reply("UH", "the pod declares no TCP container port (ISTIO_META_POD_PORTS) "
+                                    "and the request names none (x-meshwork-inbound-port)")  # fmt: skip
+            listed = ", ".join(str(p.port) for p in self.ports)
+            return _reply("NR", f"the pod declares ports {listed} and the request names none "
+                                "(x-meshwork-inbound-port)")  # fmt: skip
+        port = int(wanted) if wanted.isdigit() and len(wanted) <= 5 else 0
+        forward = self._forwards.get(port)
+        if forward is not None:
+            return forward
+        if not 0 < port < 65536 or port in PROXY_PORTS:
+            text = wanted.decode("latin-1")
+            return _reply("NR", f"x-meshwork-inbound-port {text!r} is not an app port of this pod")
+        forward = self._passthrough.get(port)
+        if forward is None:
+            cluster = _AppCluster(PASSTHROUGH, plan.Endpoint(self.pod_ip, port))
+            forward = self._passthrough[port] = plan.Forward(cluster=cluster, request_headers=_REMOVE)
+        return forward
