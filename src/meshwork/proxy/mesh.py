@@ -24,9 +24,10 @@ Time comes from ``clock`` (the engine's loop clock), randomness from one
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
@@ -44,6 +45,8 @@ from meshwork.core.mesh.route import (
 )
 from meshwork.proxy import plan
 from meshwork.proxy.inbound import INBOUND_PORT, INBOUND_PORT_HEADER
+from meshwork.proxy.observe import ConnectionInfo, RequestInfo
+from meshwork.proxy.tracing import Span, Tracer
 
 UNBOUNDED_CONNECTIONS = 1024  # a local process cannot use Istio's 2^32-1
 MESHED_LABEL = "security.istio.io/tlsMode"  # "istio" on pods with a sidecar (Istio's injector sets it)
@@ -182,6 +185,53 @@ class _Passthrough:
         pass
 
 
+class Tracing:
+    """x-request-id and W3C traceparent on every forwarded request, and its span kept.
+
+    A request without ``x-request-id`` gets one; its ``traceparent`` (if any)
+    becomes the parent of a new span whose id goes upstream. The span ends
+    when the engine reports the request done (``request_done``, an observer).
+    """
+
+    MAX_OPEN = 10_000  # spans of requests in flight; older ones are dropped if reports go missing
+
+    def __init__(self, tracer: Tracer) -> None:
+        self.tracer = tracer
+        self.open: OrderedDict[int, Span] = OrderedDict()
+
+    def traced(self, fwd: plan.Forward, raw: HttpRequest, req: Request) -> plan.Forward:
+        rid = req.headers.get("x-request-id")
+        span = self.tracer.start(rid.encode() if rid else None, (req.headers.get("traceparent") or "").encode() or None)
+        tp = span.headers(add_request_id=False).split(b": ", 1)[1].rstrip(b"\r\n")
+        extra_set: tuple[tuple[bytes, bytes], ...] = ((b"traceparent", tp),)
+        if not rid:
+            extra_set += ((b"x-request-id", span.request_id),)
+        old = fwd.request_headers
+        edits = plan.HeaderEdits(set=(old.set if old else ()) + extra_set, add=old.add if old else (),
+                                 remove=old.remove if old else ())  # fmt: skip
+        self.open[id(raw)] = span
+        if len(self.open) > self.MAX_OPEN:
+            self.open.popitem(last=False)
+        return dataclasses.replace(fwd, request_headers=edits)
+
+    # -- observer ----------------------------------------------------------------------
+    def request_done(self, info: RequestInfo) -> None:
+        span = self.open.pop(id(info.request), None) if info.request is not None else None
+        if span is None:
+            return
+        name = f"{info.authority.decode('latin-1')}{info.path.decode('latin-1').partition('?')[0]}"
+        self.tracer.finish(span, name=name, status=info.status, attributes={
+            "http.method": info.method.decode("latin-1"), "http.status_code": info.status,
+            "upstream_cluster": info.cluster, "response_flags": info.flags or "-",
+        })  # fmt: skip
+
+    def connection_opened(self, info: ConnectionInfo) -> None:
+        pass
+
+    def connection_closed(self, info: ConnectionInfo) -> None:
+        pass
+
+
 class MeshDecider:
     """Routes with one compiled table; ``states`` is shared with the decider it replaces."""
 
@@ -193,8 +243,10 @@ class MeshDecider:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         listener_port: int | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.table = table
+        self.tracing = tracing
         self.rng = rng or random.Random()
         self.clock = clock
         self.listener_port = listener_port  # a gateway routes by the port it listens on
@@ -252,7 +304,10 @@ class MeshDecider:
     def decide(self, request: HttpRequest, source: str) -> plan.Plan:
         req = self.routing_request(request, self.listener_port)
         decision = match_route(self.table, req, self.rng)
-        return self.plan_for(decision, req, request, source)
+        chosen = self.plan_for(decision, req, request, source)
+        if self.tracing is not None and type(chosen) is plan.Forward:
+            return self.tracing.traced(chosen, request, req)
+        return chosen
 
     def plan_for(self, d: RouteDecision, req: Request, raw: HttpRequest, source: str) -> plan.Plan:
         route = d.route.name if d.route is not None else ""

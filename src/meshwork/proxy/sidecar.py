@@ -37,9 +37,11 @@ from meshwork.core.mesh.compile import compile_snapshot
 from meshwork.core.mesh.snapshot import snapshot_from_wire
 from meshwork.proxy.admin import AdminServer
 from meshwork.proxy.inbound import INBOUND_PORT, AppPort, InboundDecider, services_from_snapshot
-from meshwork.proxy.mesh import ClusterState, MeshDecider
+from meshwork.proxy.mesh import ClusterState, MeshDecider, Tracing
+from meshwork.proxy.observe import Observer, Observers
 from meshwork.proxy.plan import Decider
 from meshwork.proxy.telemetry import Directory, MeshMetrics, MetricsObserver, Peer
+from meshwork.proxy.tracing import Tracer
 
 log = logging.getLogger("meshwork.proxy")
 
@@ -116,8 +118,9 @@ class Sidecar:
         self.last_error: str | None = None
         self._ack_conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self.metrics = MeshMetrics()
-        self.admin = AdminServer(self.metrics)
-        self._observer = self.metrics.observer("source")
+        self.tracing = Tracing(Tracer())
+        self.admin = AdminServer(self.metrics, tracer=self.tracing.tracer)
+        self._observer = Observers(self.metrics.observer("source"), self.tracing)
         self._inbound_observer: MetricsObserver | None = None
         self._inbound_key: tuple[tuple[int, str], ...] | None = None  # what the inbound decider was built from
 
@@ -133,7 +136,7 @@ class Sidecar:
         if self.options.role == "gateway":
             await self._gateway_listeners(table, loop)
         else:
-            decider = MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time)
+            decider = MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time, tracing=self.tracing)
             self.decider = decider
             pod_ip = self.options.pod_ip or self.options.listen_host
             await self._listen(OUTBOUND_PORT, decider, source=pod_ip)
@@ -174,7 +177,7 @@ class Sidecar:
         self._inbound_key = key
 
     async def _listen(self, port: int, decider: Decider, bind_port: int | None = None, *,
-                      observer: MetricsObserver | None = None, source: str | None = None) -> None:  # fmt: skip
+                      observer: Observer | None = None, source: str | None = None) -> None:  # fmt: skip
         from meshwork.proxy.server import HttpProxy
 
         proxy = self.proxies.get(port)

@@ -1,0 +1,78 @@
+"""Tracing through injected sidecars: x-request-id made, traceparent continued, spans kept."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.node import is_ready, running_node, wait_for
+
+pytestmark = pytest.mark.integration
+
+ECHO = (
+    "import http.server, json, os\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    def do_GET(self):\n"
+    "        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()\n"
+    "        self.send_response(200); self.send_header('Content-Length', str(len(body)))\n"
+    "        self.end_headers(); self.wfile.write(body)\n"
+    "    def log_message(self, *a): pass\n"
+    "http.server.ThreadingHTTPServer((os.environ['POD_IP'], 8080), H).serve_forever()\n"
+)
+CALL = (
+    "import json, sys, urllib.request\n"
+    "req = urllib.request.Request('http://echo:8080/', headers=json.loads(sys.argv[1]))\n"
+    "print(urllib.request.urlopen(req, timeout=10).read().decode())\n"
+)
+PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def _call(env: dict[str, str], headers: dict[str, str]) -> dict[str, Any]:
+    ran = subprocess.run([sys.executable, "-m", "meshwork", "exec", "client", "-n", "traced", "--", sys.executable,
+                          "-c", CALL, json.dumps(headers)], env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    return dict(json.loads(ran.stdout))
+
+
+def test_sidecars_add_request_ids_and_continue_traces(tmp_path: Path) -> None:
+    with running_node(tmp_path) as node:
+        node.apply("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": "traced", "labels": {"istio-injection": "enabled"}}})  # fmt: skip
+        node.apply("/api/v1/namespaces/traced/pods", {"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "echo", "labels": {"app": "echo"}},
+                   "spec": {"containers": [{"name": "echo", "image": "python", "command": [sys.executable, "-c", ECHO],
+                                            "ports": [{"containerPort": 8080}]}]}})  # fmt: skip
+        node.apply("/api/v1/namespaces/traced/services", {"apiVersion": "v1", "kind": "Service",
+                   "metadata": {"name": "echo"}, "spec": {"selector": {"app": "echo"}, "ports": [{"port": 8080}]}})  # fmt: skip
+        node.apply("/api/v1/namespaces/traced/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},
+                   "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "infinity"]}]}})  # fmt: skip
+        wait_for(lambda: len([p for p in node.pods("traced") if is_ready(p)]) == 2, 60, "both pods ready")
+        env = {**os.environ, "MESHWORK_SERVER": node.server.url, "MESHWORK_TOKEN": node.server.token}
+
+        fresh = _call(env, {})
+        assert len(fresh["x-request-id"]) == 36  # a uuid4, made by the client's sidecar
+        version, trace, span, _flags = fresh["traceparent"].split("-")
+        assert (version, len(trace), len(span)) == ("00", 32, 16)
+
+        continued = _call(env, {"traceparent": PARENT, "x-request-id": "given-id"})
+        assert continued["x-request-id"] == "given-id"  # kept as the app sent it
+        assert continued["traceparent"].split("-")[1] == PARENT.split("-")[1]  # the same trace
+        assert continued["traceparent"].split("-")[2] != PARENT.split("-")[2]  # a new span below it
+
+        client_ip = (node.pod("client", "traced") or {})["status"]["podIP"]
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+        def kept() -> list[dict[str, Any]] | None:
+            with direct.open(f"http://{client_ip}:15020/debug/spans", timeout=5) as resp:
+                spans = json.loads(resp.read())["spans"]
+            return [s for s in spans if s["traceId"] == PARENT.split("-")[1]] or None
+
+        spans = wait_for(kept, 10, "the client sidecar's span of the continued trace")
+        assert spans[0]["parentSpanId"] == PARENT.split("-")[2]
