@@ -36,10 +36,12 @@ def _ports(text: str) -> dict[int, int]:
 @click.option("--ports", default="80:8080,443:8443", show_default=True,
               help="Gateway: Gateway server port -> port to listen on.")  # fmt: skip
 @click.option("--labels", default=None, help="Gateway without a pod: its labels, k=v,...")
+@click.option("--access-log", envvar="MESHWORK_ACCESS_LOG", default=None, metavar="PATH|-",
+              help="One JSON line per request, Envoy's fields (- for stdout); off by default.")  # fmt: skip
 @click.option("--pod-ports", envvar="ISTIO_META_POD_PORTS", default=None,
               help="The app's container ports, a JSON list (ISTIO_META_POD_PORTS, set by injection).")  # fmt: skip
 def sidecar_cmd(server: str, token_file: Path | None, role: str, pod: str, namespace: str, ip: str,
-                listen_host: str | None, ports: str, labels: str | None, pod_ports: str | None) -> None:  # fmt: skip
+                listen_host: str | None, ports: str, labels: str | None, access_log: str | None, pod_ports: str | None) -> None:  # fmt: skip
     """Run the mesh proxy for one pod (sidecar) or as an ingress gateway."""
     from meshwork.proxy.inbound import parse_pod_ports
     from meshwork.proxy.sidecar import Sidecar, SidecarOptions
@@ -59,7 +61,7 @@ def sidecar_cmd(server: str, token_file: Path | None, role: str, pod: str, names
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     options = SidecarOptions(server=server, token=token, proxy_id=proxy_id, listen_host=host, role=role,
                              gateway_ports=_ports(ports) if role == "gateway" else {}, labels=labels,
-                             admin_host=ip, pod_ports=app_ports, pod_ip=ip)  # fmt: skip
+                             admin_host=ip, access_log=access_log, pod_ports=app_ports, pod_ip=ip)  # fmt: skip
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -112,11 +112,41 @@ def sidecar_container(ports: list[dict[str, Any]] | None = None) -> dict[str, An
     }
 
 
+PROXY_CONFIG = "proxy.istio.io/config"  # per-pod ProxyConfig overrides, JSON or YAML
+
+
+def access_log_file(annotations: Mapping[str, str]) -> str | None:
+    """The access log the pod asks for in ``proxy.istio.io/config`` (``accessLogFile``).
+
+    ``/dev/stdout`` (Istio's usual value) becomes ``-``: the proxy's stdout, read with
+    ``meshwork logs POD -c istio-proxy``. A value that does not parse is ignored.
+    """
+    raw = annotations.get(PROXY_CONFIG)
+    if not raw:
+        return None
+    value: object = None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        for line in raw.splitlines():  # the YAML form Istio's docs write: "accessLogFile: /dev/stdout"
+            key, sep, rest = line.partition(":")
+            if sep and key.strip() == "accessLogFile":
+                value = {"accessLogFile": rest.strip().strip("'\"")}
+    path = value.get("accessLogFile") if isinstance(value, dict) else None
+    if not isinstance(path, str) or not path:
+        return None
+    return "-" if path == "/dev/stdout" else path
+
+
 def inject(pod: Mapping[str, Any]) -> dict[str, Any]:
     """The pod with the sidecar added (a copy; ``pod`` is not changed)."""
     out = copy.deepcopy(dict(pod))
     spec = out.setdefault("spec", {})
-    spec["initContainers"] = [sidecar_container(pod_ports(out)), *(spec.get("initContainers") or [])]
+    sidecar = sidecar_container(pod_ports(out))
+    access_log = access_log_file((out.get("metadata") or {}).get("annotations") or {})
+    if access_log:
+        sidecar["env"].append({"name": "MESHWORK_ACCESS_LOG", "value": access_log})
+    spec["initContainers"] = [sidecar, *(spec.get("initContainers") or [])]
     meta = out.setdefault("metadata", {})
     labels = meta.setdefault("labels", {})
     labels.setdefault("security.istio.io/tlsMode", "istio")

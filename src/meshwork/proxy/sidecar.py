@@ -40,7 +40,7 @@ from meshwork.proxy.inbound import INBOUND_PORT, AppPort, InboundDecider, servic
 from meshwork.proxy.mesh import ClusterState, MeshDecider, Tracing
 from meshwork.proxy.observe import Observer, Observers
 from meshwork.proxy.plan import Decider
-from meshwork.proxy.telemetry import Directory, MeshMetrics, MetricsObserver, Peer
+from meshwork.proxy.telemetry import AccessLogWriter, Directory, MeshMetrics, MetricsObserver, Peer
 from meshwork.proxy.tracing import Tracer
 
 log = logging.getLogger("meshwork.proxy")
@@ -74,6 +74,7 @@ class SidecarOptions:
     gateway_ports: dict[int, int] = field(default_factory=dict)  # Gateway server port -> port to listen on
     labels: str | None = None  # gateways without a Pod: their selector labels
     admin_host: str | None = None  # where :15020 (metrics, readiness) listens; None: no admin endpoint
+    access_log: str | None = None  # "-" (stdout, so `meshwork logs POD -c istio-proxy` shows it) or a file
     pod_ports: tuple[AppPort, ...] = ()  # the app's ports (ISTIO_META_POD_PORTS), for the inbound side
     pod_ip: str | None = None  # the app's address for inbound and the outbound source (None: listen_host)
 
@@ -120,7 +121,11 @@ class Sidecar:
         self.metrics = MeshMetrics()
         self.tracing = Tracing(Tracer())
         self.admin = AdminServer(self.metrics, tracer=self.tracing.tracer)
-        self._observer = Observers(self.metrics.observer("source"), self.tracing)
+        self.access_log = AccessLogWriter.open(options.access_log) if options.access_log else None
+        outbound: list[Observer] = [self.metrics.observer("source"), self.tracing]
+        if self.access_log is not None:
+            outbound.append(self.access_log)
+        self._observer = Observers(*outbound)
         self._inbound_observer: MetricsObserver | None = None
         self._inbound_key: tuple[tuple[int, str], ...] | None = None  # what the inbound decider was built from
 
@@ -267,6 +272,8 @@ class Sidecar:
             writer.close()
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.access_log is not None:
+            self.access_log.start()
         if self.options.admin_host is not None:
             await self.admin.start(self.options.admin_host, ADMIN_PORT)
         delay = RECONNECT_MIN_S
@@ -281,6 +288,8 @@ class Sidecar:
             delay = min(delay * 2, RECONNECT_MAX_S)
 
     async def close(self) -> None:
+        if self.access_log is not None:
+            self.access_log.close()
         with contextlib.suppress(Exception):
             await self.admin.close()
         for proxy in self.proxies.values():

@@ -51,7 +51,9 @@ def test_sidecars_add_request_ids_and_continue_traces(tmp_path: Path) -> None:
                                             "ports": [{"containerPort": 8080}]}]}})  # fmt: skip
         node.apply("/api/v1/namespaces/traced/services", {"apiVersion": "v1", "kind": "Service",
                    "metadata": {"name": "echo"}, "spec": {"selector": {"app": "echo"}, "ports": [{"port": 8080}]}})  # fmt: skip
-        node.apply("/api/v1/namespaces/traced/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"},
+        # Istio's per-pod ProxyConfig asks this sidecar for an access log on its stdout.
+        node.apply("/api/v1/namespaces/traced/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {
+                   "name": "client", "annotations": {"proxy.istio.io/config": '{"accessLogFile": "/dev/stdout"}'}},
                    "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "infinity"]}]}})  # fmt: skip
         wait_for(lambda: len([p for p in node.pods("traced") if is_ready(p)]) == 2, 60, "both pods ready")
         env = {**os.environ, "MESHWORK_SERVER": node.server.url, "MESHWORK_TOKEN": node.server.token}
@@ -76,3 +78,12 @@ def test_sidecars_add_request_ids_and_continue_traces(tmp_path: Path) -> None:
 
         spans = wait_for(kept, 10, "the client sidecar's span of the continued trace")
         assert spans[0]["parentSpanId"] == PARENT.split("-")[2]
+
+        def logged() -> list[dict[str, Any]] | None:
+            ran = subprocess.run([sys.executable, "-m", "meshwork", "logs", "client", "-n", "traced", "-c",
+                                  "istio-proxy"], env=env, capture_output=True, text=True, timeout=30)  # fmt: skip
+            records = [json.loads(line) for line in ran.stdout.splitlines() if line.startswith("{")]
+            return [r for r in records if r.get("request_id") == "given-id"] or None
+
+        record = wait_for(logged, 10, "the access log line of the continued request")[0]
+        assert record["response_code"] == 200 and record["authority"] == "echo:8080"

@@ -85,3 +85,18 @@ def test_the_proxy_learns_the_app_ports_as_istio_meta_pod_ports() -> None:
 def test_a_pod_without_ports_gets_an_empty_list() -> None:
     sidecar = inject(_pod())["spec"]["initContainers"][0]
     assert json.loads(_env(sidecar, "ISTIO_META_POD_PORTS")) == []
+
+
+@pytest.mark.parametrize(
+    ("annotation", "expected"),
+    [
+        ('{"accessLogFile": "/dev/stdout"}', "-"),
+        ("accessLogFile: /var/log/proxy.json\nholdApplicationUntilProxyStarts: true", "/var/log/proxy.json"),
+        ("not: [valid", None),
+        ('{"concurrency": 2}', None),
+    ],
+)
+def test_an_access_log_asked_for_in_proxy_config_reaches_the_sidecar(annotation: str, expected: str | None) -> None:
+    out = inject(_pod(annotations={"proxy.istio.io/config": annotation}))
+    env = {e["name"]: e.get("value") for e in out["spec"]["initContainers"][0]["env"]}
+    assert env.get("MESHWORK_ACCESS_LOG") == expected
