@@ -238,6 +238,8 @@ class Agent:
         meshed = any(r.spec.name == SIDECAR_NAME for r in worker.runs.values())
         if container.name == SIDECAR_NAME:
             env.update({"MESHWORK_SERVER": self.api.client.server, "MESHWORK_TOKEN_FILE": str(self.token_file)})
+            # Node-wide tracing: OpenTelemetry's standard variables, from the agent's own environment.
+            env.update({k: v for k, v in os.environ.items() if k.startswith("OTEL_EXPORTER_OTLP_")})
         elif meshed:
             proxy = f"http://{ip}:{OUTBOUND_PORT}"
             no_proxy = f"localhost,127.0.0.1,::1,{ip}"

@@ -25,8 +25,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -41,7 +43,7 @@ from meshwork.proxy.mesh import ClusterState, MeshDecider, Tracing
 from meshwork.proxy.observe import Observer, Observers
 from meshwork.proxy.plan import Decider
 from meshwork.proxy.telemetry import AccessLogWriter, Directory, MeshMetrics, MetricsObserver, Peer
-from meshwork.proxy.tracing import Tracer
+from meshwork.proxy.tracing import OtlpExporter, Tracer
 
 log = logging.getLogger("meshwork.proxy")
 
@@ -50,6 +52,19 @@ OUTBOUND_PORT = 15001
 ADMIN_PORT = 15020
 _RS_POD = re.compile(r"^(.+)-[a-z0-9]{6,10}-[a-z0-9]{5}$")  # Deployment pods: name-<rs hash>-<suffix>
 _OWNED_POD = re.compile(r"^(.+)-[a-z0-9]{5}$")  # ReplicaSet, DaemonSet and Job pods
+
+
+def otlp_exporter(env: Mapping[str, str], *, service_name: str) -> OtlpExporter | None:
+    """Spans go to an OTLP/HTTP collector when OpenTelemetry's standard variables name one.
+
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is used as is; ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    gets ``/v1/traces`` appended, as the OpenTelemetry spec says. The node agent
+    passes them on from its own environment.
+    """
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if not endpoint and env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        endpoint = env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
+    return OtlpExporter(endpoint, service_name=service_name) if endpoint else None
 
 
 def workload_of(pod: str) -> str:
@@ -119,7 +134,8 @@ class Sidecar:
         self.last_error: str | None = None
         self._ack_conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
         self.metrics = MeshMetrics()
-        self.tracing = Tracing(Tracer())
+        self.exporter = otlp_exporter(os.environ, service_name=options.proxy_id.split("~")[2].split(".")[0])
+        self.tracing = Tracing(Tracer(exporter=self.exporter))
         self.admin = AdminServer(self.metrics, tracer=self.tracing.tracer)
         self.access_log = AccessLogWriter.open(options.access_log) if options.access_log else None
         outbound: list[Observer] = [self.metrics.observer("source"), self.tracing]
@@ -274,6 +290,7 @@ class Sidecar:
     async def run(self, stop: asyncio.Event) -> None:
         if self.access_log is not None:
             self.access_log.start()
+        exporting = asyncio.create_task(self.exporter.run()) if self.exporter is not None else None
         if self.options.admin_host is not None:
             await self.admin.start(self.options.admin_host, ADMIN_PORT)
         delay = RECONNECT_MIN_S
@@ -286,6 +303,10 @@ class Sidecar:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
+        if exporting is not None:
+            exporting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await exporting
 
     async def close(self) -> None:
         if self.access_log is not None:

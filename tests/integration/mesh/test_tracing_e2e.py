@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -41,7 +43,41 @@ def _call(env: dict[str, str], headers: dict[str, str]) -> dict[str, Any]:
     return dict(json.loads(ran.stdout))
 
 
-def test_sidecars_add_request_ids_and_continue_traces(tmp_path: Path) -> None:
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """An OTLP/HTTP collector: keeps every JSON body posted to /v1/traces."""
+
+    received: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/v1/traces":
+            self.received.append(json.loads(body))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _exported_trace_ids() -> set[str]:
+    return {span["traceId"] for body in _Collector.received for rs in body.get("resourceSpans", [])
+            for ss in rs.get("scopeSpans", []) for span in ss.get("spans", [])}  # fmt: skip
+
+
+def test_sidecars_add_request_ids_and_continue_traces(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=collector.serve_forever, daemon=True).start()
+    # Node-wide tracing with OpenTelemetry's standard variable: the agent hands it to every sidecar.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.server_port}")
+    try:
+        _scenario(tmp_path)
+    finally:
+        collector.shutdown()
+        collector.server_close()
+
+
+def _scenario(tmp_path: Path) -> None:
     with running_node(tmp_path) as node:
         node.apply("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                    "metadata": {"name": "traced", "labels": {"istio-injection": "enabled"}}})  # fmt: skip
@@ -78,6 +114,7 @@ def test_sidecars_add_request_ids_and_continue_traces(tmp_path: Path) -> None:
 
         spans = wait_for(kept, 10, "the client sidecar's span of the continued trace")
         assert spans[0]["parentSpanId"] == PARENT.split("-")[2]
+        wait_for(lambda: PARENT.split("-")[1] in _exported_trace_ids(), 15, "the span exported over OTLP")
 
         def logged() -> list[dict[str, Any]] | None:
             ran = subprocess.run([sys.executable, "-m", "meshwork", "logs", "client", "-n", "traced", "-c",
