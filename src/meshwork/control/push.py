@@ -72,6 +72,7 @@ CONFIG_RESOURCES = {
     "destinationrules.networking.istio.io": "destinationRules",
     "serviceentries.networking.istio.io": "serviceEntries",
     "gateways.networking.istio.io": "gateways",
+    "proxyplugins.meshwork.io": "proxyPlugins",
 }
 
 NsName = tuple[str, str]
@@ -265,7 +266,7 @@ class PushServer:
 
         self._index = ms.MeshIndex(
             ordered("services"), ordered("virtualServices"), ordered("destinationRules"),
-            ordered("serviceEntries"), ordered("gateways"),
+            ordered("serviceEntries"), ordered("gateways"), ordered("proxyPlugins"),
         )
         return everywhere, namespaces, gateways_changed
 

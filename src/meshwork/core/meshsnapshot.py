@@ -42,7 +42,7 @@ _ROLE_PREFIX: dict[str, Role] = {"sidecar": "sidecar", "router": "gateway"}
 _PREFIX_OF: dict[Role, str] = {"sidecar": "sidecar", "gateway": "router"}
 
 # The keys of a snapshot body, in the order they are written.
-CONFIG_KINDS = ("virtualServices", "destinationRules", "serviceEntries", "gateways")
+CONFIG_KINDS = ("virtualServices", "destinationRules", "serviceEntries", "gateways", "proxyPlugins")
 
 Wire = Mapping[str, Any]
 
@@ -322,6 +322,8 @@ class MeshIndex:
     destination_rules: Sequence[Entry] = ()
     service_entries: Sequence[Entry] = ()
     gateways: Sequence[Entry] = ()
+    # meshwork's ProxyPlugins: those of the proxy's own namespace; the proxy applies their selectors.
+    proxy_plugins: Sequence[Entry] = ()
     _bodies: dict[VisibilityKey, Body] = field(default_factory=dict, repr=False)
 
     def key_for(self, proxy: Proxy) -> VisibilityKey:
@@ -352,6 +354,9 @@ class MeshIndex:
             "serviceEntries": [e.body for e in self.service_entries if e.visible_in(namespace)],
             "gateways": [e.body for e in self.gateways if (e.namespace, e.name) in chosen],
         }
+        plugins = [e.body for e in self.proxy_plugins if e.namespace == namespace]
+        if plugins:  # only then, so snapshots without plugins stay as they were
+            doc["proxyPlugins"] = plugins
         raw = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()[1:-1]
         return Body(doc, raw, hashlib.blake2b(raw, digest_size=16).hexdigest())
 
@@ -380,6 +385,7 @@ def build_index(
     destination_rules: Iterable[Wire] = (),
     service_entries: Iterable[Wire] = (),
     gateways: Iterable[Wire] = (),
+    proxy_plugins: Iterable[Wire] = (),
 ) -> MeshIndex:
     """A MeshIndex from wire objects (everything recomputed; the push server reuses entries instead)."""
     pod_map = {
@@ -404,4 +410,5 @@ def build_index(
         sort(entry(o) for o in destination_rules),
         sort(entry(o) for o in service_entries),
         sort(entry(o) for o in gateways),
+        sort(entry(o) for o in proxy_plugins),
     )

@@ -30,6 +30,7 @@ KINDS = (
     ('autoscaling', ('v2', 'v1'), 'HorizontalPodAutoscaler', 'horizontalpodautoscalers', 'horizontalpodautoscaler', True, ('hpa',), True, 'subdomain', ('all',), 'meshwork.model.autoscaling'),
     ('batch', ('v1', 'v1beta1'), 'CronJob', 'cronjobs', 'cronjob', True, ('cj',), True, 'subdomain', ('all',), 'meshwork.model.workloads'),
     ('batch', ('v1',), 'Job', 'jobs', 'job', True, (), True, 'subdomain', ('all',), 'meshwork.model.workloads'),
+    ('meshwork.io', ('v1alpha1',), 'ProxyPlugin', 'proxyplugins', 'proxyplugin', True, ('pp',), False, 'subdomain', (), 'meshwork.model.plugins'),
     ('networking.istio.io', ('v1', 'v1beta1', 'v1alpha3'), 'DestinationRule', 'destinationrules', 'destinationrule', True, ('dr',), True, 'subdomain', ('istio-io', 'networking-istio-io'), 'meshwork.model.istio_traffic'),
     ('networking.istio.io', ('v1', 'v1beta1', 'v1alpha3'), 'Gateway', 'gateways', 'gateway', True, ('gw',), True, 'label', ('istio-io', 'networking-istio-io'), 'meshwork.model.istio_networking'),
     ('networking.istio.io', ('v1', 'v1beta1', 'v1alpha3'), 'ServiceEntry', 'serviceentries', 'serviceentry', True, ('se',), True, 'subdomain', ('istio-io', 'networking-istio-io'), 'meshwork.model.istio_networking'),

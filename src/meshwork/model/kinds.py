@@ -242,6 +242,7 @@ KIND_MODULES = (
     "meshwork.model.argo_rollouts",
     "meshwork.model.argo_analysis",
     "meshwork.model.argo_workflows",
+    "meshwork.model.plugins",
 )
 
 

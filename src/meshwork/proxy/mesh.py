@@ -46,6 +46,7 @@ from meshwork.core.mesh.route import (
 from meshwork.proxy import plan
 from meshwork.proxy.inbound import INBOUND_PORT, INBOUND_PORT_HEADER
 from meshwork.proxy.observe import ConnectionInfo, RequestInfo
+from meshwork.proxy.plugins import Plugin, PluginRequest, run_request
 from meshwork.proxy.tracing import Span, Tracer
 
 UNBOUNDED_CONNECTIONS = 1024  # a local process cannot use Istio's 2^32-1
@@ -244,9 +245,11 @@ class MeshDecider:
         clock: Callable[[], float] = time.monotonic,
         listener_port: int | None = None,
         tracing: Tracing | None = None,
+        plugins: list[Plugin] | None = None,
     ) -> None:
         self.table = table
         self.tracing = tracing
+        self.plugins = plugins or []
         self.rng = rng or random.Random()
         self.clock = clock
         self.listener_port = listener_port  # a gateway routes by the port it listens on
@@ -303,8 +306,21 @@ class MeshDecider:
 
     def decide(self, request: HttpRequest, source: str) -> plan.Plan:
         req = self.routing_request(request, self.listener_port)
+        added: dict[str, str] = {}
+        if self.plugins:
+            view = PluginRequest(req.method, req.path, req.authority, req.headers, {})
+            reply = run_request(self.plugins, view)
+            if reply is not None:
+                return plan.DirectResponse(status=reply.status, body=reply.body, headers=reply.headers,
+                                           reason=f"answered by ProxyPlugin {reply.plugin}")  # fmt: skip
+            added = view.headers_to_add
         decision = match_route(self.table, req, self.rng)
         chosen = self.plan_for(decision, req, request, source)
+        if added and type(chosen) is plan.Forward:
+            old = chosen.request_headers
+            extra = tuple((k.lower().encode(), str(v).encode()) for k, v in added.items())
+            chosen = dataclasses.replace(chosen, request_headers=plan.HeaderEdits(
+                set=(old.set if old else ()) + extra, add=old.add if old else (), remove=old.remove if old else ()))
         if self.tracing is not None and type(chosen) is plan.Forward:
             return self.tracing.traced(chosen, request, req)
         return chosen

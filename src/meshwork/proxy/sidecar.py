@@ -42,6 +42,7 @@ from meshwork.proxy.inbound import INBOUND_PORT, AppPort, InboundDecider, servic
 from meshwork.proxy.mesh import ClusterState, MeshDecider, Tracing
 from meshwork.proxy.observe import Observer, Observers
 from meshwork.proxy.plan import Decider
+from meshwork.proxy.plugins import selected
 from meshwork.proxy.telemetry import AccessLogWriter, Directory, MeshMetrics, MetricsObserver, Peer
 from meshwork.proxy.tracing import OtlpExporter, Tracer
 
@@ -157,7 +158,13 @@ class Sidecar:
         if self.options.role == "gateway":
             await self._gateway_listeners(table, loop)
         else:
-            decider = MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time, tracing=self.tracing)
+            try:
+                labels = dict((raw.get("proxy") or {}).get("labels") or {})
+                plugins = selected(list(raw.get("proxyPlugins") or []), labels)
+            except ValueError as exc:
+                return str(exc)
+            decider = MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time, tracing=self.tracing,
+                                  plugins=plugins)  # fmt: skip
             self.decider = decider
             pod_ip = self.options.pod_ip or self.options.listen_host
             await self._listen(OUTBOUND_PORT, decider, source=pod_ip)
