@@ -83,6 +83,18 @@ class ServerProcess:
         return Http(self.host, self.port, self.token)
 
 
+def pod_processes(data_dir: Path) -> set[int]:
+    """The pod shims started for ``data_dir``: they run as ``meshwork-pod:<data dir>/...``."""
+    marker = f"meshwork-pod:{data_dir}/".encode()
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if any(a.startswith(marker) for a in (entry / "cmdline").read_bytes().split(b"\0")):
+                    found.add(int(entry.name))
+    return found
+
+
 def sweep_processes(data_dir: Path) -> list[int]:
     """SIGKILL every agent and pod process started for ``data_dir``; the pids found.
 

@@ -17,20 +17,13 @@ from meshwork.client import Client, resource_path
 from meshwork.errors import AlreadyExists, NotFound
 from meshwork.model.kinds import REGISTRY, KindInfo
 
-
-def kind(group: str, name: str) -> KindInfo:
-    info = REGISTRY.for_group_kind(group, name)
-    assert info is not None, name
-    return info
-
-
-PODS = kind("", "Pod")
-NODES = kind("", "Node")
-EVENTS = kind("", "Event")
-CONFIGMAPS = kind("", "ConfigMap")
-SECRETS = kind("", "Secret")
-SERVICES = kind("", "Service")
-ENDPOINTS = kind("", "Endpoints")
+PODS = REGISTRY.require("", "Pod")
+NODES = REGISTRY.require("", "Node")
+EVENTS = REGISTRY.require("", "Event")
+CONFIGMAPS = REGISTRY.require("", "ConfigMap")
+SECRETS = REGISTRY.require("", "Secret")
+SERVICES = REGISTRY.require("", "Service")
+ENDPOINTS = REGISTRY.require("", "Endpoints")
 
 _END = object()
 

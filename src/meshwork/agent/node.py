@@ -134,6 +134,11 @@ class Sources:
         ep: Endpoints | None = self.eps.items.get(f"{ns}/{name}")
         return ep is not None and any(s.addresses for s in ep.subsets or ())
 
+    def lists_address(self, ns: str, ip: str) -> bool:
+        """Whether any Endpoints of ``ns`` still lists ``ip`` as a ready address."""
+        return any(a.ip == ip for ep in self.eps.in_namespace(ns).values()
+                   for s in ep.subsets or () for a in s.addresses or ())  # fmt: skip
+
     def informers(self) -> list[Informer]:
         return [self.cms, self.secs, self.svcs, self.eps]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshwork.agent import runtime
-from meshwork.agent.api import ENDPOINTS, PODS
+from meshwork.agent.api import PODS
 from meshwork.agent.images import REASON_NOT_FOUND
 from meshwork.agent.runtime import Instance, Process
 from meshwork.core.podenv import container_env, expand_command
@@ -631,14 +631,8 @@ class PodWorker:
             return
         deadline = time.monotonic() + limit
         await self._flush_status()
-        while time.monotonic() < deadline:
-            try:
-                eps = await self.agent.api.list(ENDPOINTS, self.ns)
-            except Exception:  # the server is away: do not hold the stop for it
-                return
-            if not any(a.get("ip") == self.ip for ep in eps.get("items", [])
-                       for s in ep.get("subsets") or [] for a in s.get("addresses") or []):  # fmt: skip
-                break
+        # The agent's Endpoints informer follows the same watch the proxies do: no API polling.
+        while time.monotonic() < deadline and self.agent.sources.lists_address(self.ns, self.ip):
             await asyncio.sleep(0.05)
         await asyncio.sleep(PROXY_PROPAGATION_S)
 

@@ -41,7 +41,7 @@ from meshwork.cli.rollout_view import (
 )
 from meshwork.cli.wire import dig
 from meshwork.client import Client
-from meshwork.errors import Gone, MeshworkError
+from meshwork.errors import Gone
 from meshwork.model.kinds import REGISTRY, KindInfo
 
 P = ParamSpec("P")
@@ -70,13 +70,6 @@ def reports_rollout_errors(fn: Callable[P, R]) -> Callable[P, R]:
             raise SystemExit(1) from None
 
     return wrapper
-
-
-def _info(group: str, kind: str) -> KindInfo:
-    info = REGISTRY.for_group_kind(group, kind)
-    if info is None:  # the registry is built in; this is a broken install
-        raise MeshworkError(f"this meshwork does not serve {kind}.{group}")
-    return info
 
 
 def resource_label(info: KindInfo) -> str:
@@ -112,7 +105,7 @@ def owned_replicasets(client: Client, deploy: dict[str, Any]) -> list[dict[str, 
     namespace = dig(deploy, "metadata", "namespace")
     match = dig(deploy, "spec", "selector", "matchLabels") or {}
     selector = ",".join(f"{k}={v}" for k, v in sorted(match.items())) or None
-    listed = client.list(_info("apps", "ReplicaSet"), namespace, label_selector=selector)
+    listed = client.list(REGISTRY.require("apps", "ReplicaSet"), namespace, label_selector=selector)
     return [rs for rs in listed.get("items") or [] if isinstance(rs, dict) and owned_by(rs, deploy)]
 
 
@@ -154,7 +147,7 @@ def follow_status(
     ``timeout`` 0 waits forever. A line is printed when the state it describes
     changes (kubectl prints one per watch event, repeats included).
     """
-    info = _info("apps", "Deployment")
+    info = REGISTRY.require("apps", "Deployment")
     deadline = time.monotonic() + timeout if timeout > 0 else None
     last: str | None = None
 
@@ -271,7 +264,7 @@ def history_cmd(args: tuple[str, ...], namespace: str | None, revision: int) -> 
     (name,) = deployment_names(args, "history viewer", single=True)
     sess = session()
     client = sess.client()
-    info = _info("apps", "Deployment")
+    info = REGISTRY.require("apps", "Deployment")
     deploy = client.get(info, sess.namespace(namespace), name)
     replicasets = owned_replicasets(client, deploy)
     label = f"{kind_label(info)}/{name}"
@@ -298,7 +291,7 @@ def undo_cmd(args: tuple[str, ...], namespace: str | None, to_revision: int) -> 
     (name,) = deployment_names(args, "rollbacker", single=True)
     sess = session()
     client = sess.client()
-    info = _info("apps", "Deployment")
+    info = REGISTRY.require("apps", "Deployment")
     ns = sess.namespace(namespace)
     deploy = client.get(info, ns, name)
     source = rollback_source(owned_replicasets(client, deploy), to_revision, name)
@@ -334,7 +327,7 @@ def _each_deployment(
     names = deployment_names(args, what, single=False)
     sess = session()
     client = sess.client()
-    info = _info("apps", "Deployment")
+    info = REGISTRY.require("apps", "Deployment")
     ns = sess.namespace(namespace)
     failed = False
     for name in names:
@@ -359,7 +352,7 @@ def _restart(client: Client, ns: str, deploy: dict[str, Any]) -> str:
             "can't restart paused deployment (run rollout resume first)",
             hint=f"`meshwork rollout resume deployment/{name}`, then restart it",
         )
-    client.patch(_info("apps", "Deployment"), ns, name, restart_patch(datetime.now().astimezone()))
+    client.patch(REGISTRY.require("apps", "Deployment"), ns, name, restart_patch(datetime.now().astimezone()))
     return "restarted"
 
 
@@ -369,7 +362,7 @@ def _pause(client: Client, ns: str, deploy: dict[str, Any]) -> str:
         raise RolloutError(
             "is already paused", hint=f"`meshwork rollout resume deployment/{name}` resumes it"
         )
-    client.patch(_info("apps", "Deployment"), ns, name, {"spec": {"paused": True}})
+    client.patch(REGISTRY.require("apps", "Deployment"), ns, name, {"spec": {"paused": True}})
     return "paused"
 
 
@@ -379,7 +372,7 @@ def _resume(client: Client, ns: str, deploy: dict[str, Any]) -> str:
         raise RolloutError(
             "is not paused", hint=f"`meshwork rollout pause deployment/{name}` pauses it"
         )
-    client.patch(_info("apps", "Deployment"), ns, name, {"spec": {"paused": False}})
+    client.patch(REGISTRY.require("apps", "Deployment"), ns, name, {"spec": {"paused": False}})
     return "resumed"
 
 

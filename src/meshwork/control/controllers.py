@@ -35,20 +35,14 @@ from meshwork.model.workloads import CronJob, DaemonSet, Deployment, Job, Replic
 M = TypeVar("M", bound=Resource)
 
 
-def _info(group: str, kind: str) -> KindInfo:
-    info = REGISTRY.for_group_kind(group, kind)
-    assert info is not None, kind
-    return info
-
-
-PODS = _info("", "Pod")
-SERVICES = _info("", "Service")
-ENDPOINTS = _info("", "Endpoints")
-REPLICASETS = _info("apps", "ReplicaSet")
-DEPLOYMENTS = _info("apps", "Deployment")
-JOBS = _info("batch", "Job")
-CRONJOBS = _info("batch", "CronJob")
-DAEMONSETS = _info("apps", "DaemonSet")
+PODS = REGISTRY.require("", "Pod")
+SERVICES = REGISTRY.require("", "Service")
+ENDPOINTS = REGISTRY.require("", "Endpoints")
+REPLICASETS = REGISTRY.require("apps", "ReplicaSet")
+DEPLOYMENTS = REGISTRY.require("apps", "Deployment")
+JOBS = REGISTRY.require("batch", "Job")
+CRONJOBS = REGISTRY.require("batch", "CronJob")
+DAEMONSETS = REGISTRY.require("apps", "DaemonSet")
 
 
 def _key(obj: dict[str, Any]) -> str:
@@ -223,7 +217,7 @@ def endpoints_controller(views: Views) -> Controller:
     return Controller("endpoints", keys_for, lambda: views.keys(SERVICES), reconcile)
 
 
-NODES = _info("", "Node")
+NODES = REGISTRY.require("", "Node")
 
 
 def scheduler_controller(views: Views) -> Controller:
@@ -338,8 +332,8 @@ def daemonset_controller(views: Views) -> Controller:
     return Controller("daemonset", keys_for, lambda: views.keys(DAEMONSETS), reconcile)
 
 
-CONFIGMAPS = _info("", "ConfigMap")
-SECRETS = _info("", "Secret")
+CONFIGMAPS = REGISTRY.require("", "ConfigMap")
+SECRETS = REGISTRY.require("", "Secret")
 
 
 def config_rollout_controller(views: Views) -> Controller:

@@ -67,16 +67,14 @@ def manifests(host: str, ports: tuple[tuple[int, int, str], ...]) -> list[dict[s
 
 async def ensure_ingress_gateway(objects: Objects, host: str, ports: tuple[tuple[int, int, str], ...]) -> None:
     """Create the gateway's namespace, Deployment and Service when missing; publish its address."""
-    ns_info = REGISTRY.for_group_kind("", "Namespace")
-    assert ns_info is not None
+    ns_info = REGISTRY.require("", "Namespace")
     try:
         await objects.create(ns_info, None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
     except AlreadyExists:
         pass
     for body in manifests(host, ports):
         group = body["apiVersion"].rpartition("/")[0]
-        info = REGISTRY.for_group_kind(group, body["kind"])
-        assert info is not None
+        info = REGISTRY.require(group, body["kind"])
         try:
             await objects.create(info, NAMESPACE, body)
         except AlreadyExists:

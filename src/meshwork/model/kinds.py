@@ -179,6 +179,13 @@ class Registry:
     def for_group_kind(self, group: str, kind: str) -> KindInfo | None:
         return self._by_group_kind.get((group, kind))
 
+    def require(self, group: str, kind: str) -> KindInfo:
+        """A built-in kind; a LookupError means a broken install, not bad input."""
+        info = self.for_group_kind(group, kind)
+        if info is None:
+            raise LookupError(f"this meshwork does not know the kind {kind}.{group or 'core'}")
+        return info
+
     def for_resource(self, group: str, plural: str) -> KindInfo | None:
         """The kind served at ``/apis/{group}/{version}/{plural}``."""
         return self._by_group_plural.get((group, plural))

@@ -94,6 +94,13 @@ def _edits(ops: tuple[t.HeaderOps, ...]) -> plan.HeaderEdits | None:
     return plan.HeaderEdits(set=tuple(set_), add=tuple(add), remove=tuple(remove))
 
 
+def _with_set(edits: plan.HeaderEdits | None, extra: tuple[tuple[bytes, bytes], ...]) -> plan.HeaderEdits:
+    """``edits`` with more headers to set (after its own)."""
+    if edits is None:
+        return plan.HeaderEdits(set=extra)
+    return plan.HeaderEdits(set=edits.set + extra, add=edits.add, remove=edits.remove)
+
+
 class ClusterState:
     """The live side of one cluster: balancer and outlier detection, kept across snapshots."""
 
@@ -200,20 +207,17 @@ class Tracing:
         self.tracer = tracer
         self.open: OrderedDict[int, Span] = OrderedDict()
 
-    def traced(self, fwd: plan.Forward, raw: HttpRequest, req: Request) -> plan.Forward:
+    def headers_for(self, raw: HttpRequest, req: Request) -> tuple[tuple[bytes, bytes], ...]:
+        """Start the request's span; the headers to set upstream (traceparent, and a request id if none)."""
         rid = req.headers.get("x-request-id")
         span = self.tracer.start(rid.encode() if rid else None, (req.headers.get("traceparent") or "").encode() or None)
         tp = span.headers(add_request_id=False).split(b": ", 1)[1].rstrip(b"\r\n")
-        extra_set: tuple[tuple[bytes, bytes], ...] = ((b"traceparent", tp),)
-        if not rid:
-            extra_set += ((b"x-request-id", span.request_id),)
-        old = fwd.request_headers
-        edits = plan.HeaderEdits(set=(old.set if old else ()) + extra_set, add=old.add if old else (),
-                                 remove=old.remove if old else ())  # fmt: skip
         self.open[id(raw)] = span
         if len(self.open) > self.MAX_OPEN:
             self.open.popitem(last=False)
-        return dataclasses.replace(fwd, request_headers=edits)
+        if rid:
+            return ((b"traceparent", tp),)
+        return ((b"traceparent", tp), (b"x-request-id", span.request_id))
 
     # -- observer ----------------------------------------------------------------------
     def request_done(self, info: RequestInfo) -> None:
@@ -316,14 +320,12 @@ class MeshDecider:
             added = view.headers_to_add
         decision = match_route(self.table, req, self.rng)
         chosen = self.plan_for(decision, req, request, source)
-        if added and type(chosen) is plan.Forward:
-            old = chosen.request_headers
-            extra = tuple((k.lower().encode(), str(v).encode()) for k, v in added.items())
-            chosen = dataclasses.replace(chosen, request_headers=plan.HeaderEdits(
-                set=(old.set if old else ()) + extra, add=old.add if old else (), remove=old.remove if old else ()))
-        if self.tracing is not None and type(chosen) is plan.Forward:
-            return self.tracing.traced(chosen, request, req)
-        return chosen
+        if type(chosen) is not plan.Forward or (not added and self.tracing is None):
+            return chosen
+        extra = tuple((k.lower().encode(), str(v).encode()) for k, v in added.items())
+        if self.tracing is not None:
+            extra += self.tracing.headers_for(request, req)
+        return dataclasses.replace(chosen, request_headers=_with_set(chosen.request_headers, extra))
 
     def plan_for(self, d: RouteDecision, req: Request, raw: HttpRequest, source: str) -> plan.Plan:
         route = d.route.name if d.route is not None else ""
@@ -350,8 +352,7 @@ class MeshDecider:
                     mirror = (shadow, 100.0)
             edits = _edits(d.request_headers)
             if inbound is not None:  # the destination's sidecar: which app port this was for
-                edits = inbound if edits is None else plan.HeaderEdits(
-                    set=edits.set + inbound.set, add=edits.add, remove=edits.remove)  # fmt: skip
+                edits = _with_set(edits, inbound.set)
             path = d.path if d.path is not None else (req.path if absolute else None)
             authority = d.authority if d.authority is not None else (req.authority if absolute else None)
             return plan.Forward(

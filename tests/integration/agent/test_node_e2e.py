@@ -23,7 +23,7 @@ from support.node import (
     shim_pid,
     wait_for,
 )
-from support.server import ServerProcess, sweep_processes
+from support.server import ServerProcess, pod_processes, sweep_processes
 
 pytestmark = pytest.mark.integration
 
@@ -219,32 +219,19 @@ def test_a_pod_over_its_memory_limit_is_oom_killed(
             assert not told, told
 
 
-def _pod_processes(data_dir: Path) -> set[int]:
-    out = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                args = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(a.startswith(f"meshwork-pod:{data_dir}".encode()) for a in args):
-                out.add(int(entry.name))
-    return out
-
-
 @pytest.mark.fault
 def test_server_and_agent_killed_and_restarted_keep_every_pod_exactly_once(tmp_path: Path) -> None:
     with running_node(tmp_path) as node:
         node.apply(DEPLOYMENTS, deployment("web", 3, http_container()))
         pods = wait_for(lambda: ready_pods(node, "web", 3), 60, "3 ready web pods")
-        before = _pod_processes(tmp_path)
+        before = pod_processes(tmp_path)
         assert len(before) == 3
         agent_pid = int((tmp_path / "agent.pid").read_text())
         assert node.server.proc is not None
         os.kill(agent_pid, signal.SIGKILL)
         os.killpg(node.server.proc.pid, signal.SIGKILL)
         node.server.proc.wait(10)
-        assert _pod_processes(tmp_path) == before  # the pods outlive both
+        assert pod_processes(tmp_path) == before  # the pods outlive both
 
         restarted = ServerProcess(tmp_path, port=node.server.port)
         try:
@@ -255,7 +242,7 @@ def test_server_and_agent_killed_and_restarted_keep_every_pod_exactly_once(tmp_p
             again = wait_for(
                 lambda: ready_pods(node2, "web", 3), 60, "3 ready web pods after the restart"
             )
-            assert _pod_processes(tmp_path) == before
+            assert pod_processes(tmp_path) == before
             assert {p["metadata"]["uid"] for p in again} == {p["metadata"]["uid"] for p in pods}
             assert all(container_status(p, "web")["restartCount"] == 0 for p in again)
             for p in again:
@@ -263,7 +250,7 @@ def test_server_and_agent_killed_and_restarted_keep_every_pod_exactly_once(tmp_p
             assert restarted.stop(timeout=60) == 0
         finally:
             restarted.kill()
-        assert _pod_processes(tmp_path) == set()
+        assert pod_processes(tmp_path) == set()
         assert sweep_processes(tmp_path) == []
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from support.node import http_container, is_ready, running_node, wait_for
-from support.server import sweep_processes
+from support.server import pod_processes, sweep_processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -79,22 +79,12 @@ def test_a_silent_node_goes_unknown_and_its_pods_are_replaced_on_the_other(
             agent = _start_agent(node.server.url, home / "token", other)
             wait_for(lambda: all(p["spec"]["nodeName"] == "node-1" for p in node.pods(selector="app=web")), 60,
                      "the evicted pods gone once node-2 confirmed")  # fmt: skip
-            wait_for(lambda: not _shims(other), 30, "node-2's processes stopped")
+            wait_for(lambda: not pod_processes(other), 30, "node-2's processes stopped")
     finally:
         if agent is not None and agent.poll() is None:
             agent.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 agent.wait(30)
         sweep_processes(other)
-
-
-def _shims(data_dir: Path) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if f"meshwork-pod:{data_dir}/".encode() in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-    return found
 
 

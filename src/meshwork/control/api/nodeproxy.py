@@ -52,9 +52,7 @@ class NodeProxy:
     def __init__(self, objects: Objects, token: str) -> None:
         self.objects = objects
         self.token = token
-        pods, nodes = REGISTRY.for_group_kind("", "Pod"), REGISTRY.for_group_kind("", "Node")
-        assert pods is not None and nodes is not None
-        self._pods, self._nodes = pods, nodes
+        self._pods, self._nodes = REGISTRY.require("", "Pod"), REGISTRY.require("", "Node")
 
     def _agent_of(self, namespace: str, name: str) -> tuple[str, int, dict[str, Any]]:
         pod = self.objects.get(self._pods, namespace, name).obj
