@@ -116,6 +116,12 @@ class Server:
     def token(self) -> str:
         return (self.data_dir / "token").read_text().strip()
 
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment for a ``meshwork`` command against this server."""
+        return {**os.environ, "MESHWORK_HOME": str(self.data_dir), "MESHWORK_LOG_LEVEL": "WARNING",
+                "MESHWORK_SERVER": f"http://127.0.0.1:{self.port}", "MESHWORK_TOKEN": self.token if self.port else ""}  # fmt: skip
+
     def agent_pid(self) -> int:
         return int((self.data_dir / "agent.pid").read_text().strip())
 
@@ -182,8 +188,8 @@ def sweep(data_dir: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_server() -> Iterator[tuple[Server, Api]]:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-agent-"))
+def running_server(prefix: str = "bench-agent-") -> Iterator[tuple[Server, Api]]:
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     server = Server(tmp)
     api: Api | None = None
     try:

@@ -46,12 +46,9 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -59,7 +56,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bench.agent_bench import Api, cmdline, is_ready, sweep, wait_for
+from bench.agent_bench import Api, Server, cmdline, is_ready, running_server, wait_for
 from bench.loadgen import percentile
 
 NAMESPACE = "bench"
@@ -81,79 +78,6 @@ REQUEST = f"GET http://{HOST}/ HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()
 
 
 # -- the server with its agent ------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    """``meshwork server --agent --no-ingress-gateway`` in a temporary data dir, on a free port."""
-
-    data_dir: Path
-    proc: subprocess.Popen[str] | None = None
-    port: int = 0
-
-    @property
-    def token(self) -> str:
-        return (self.data_dir / "token").read_text().strip()
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "MESHWORK_HOME": str(self.data_dir), "MESHWORK_LOG_LEVEL": "WARNING",
-                "MESHWORK_SERVER": f"http://127.0.0.1:{self.port}", "MESHWORK_TOKEN": self.token if self.port else ""}  # fmt: skip
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meshwork", "server", "--host", "127.0.0.1", "--port", "0",
-             "--data-dir", str(self.data_dir), "--agent", "--node-name", NODE, "--no-ingress-gateway"],
-            stdout=subprocess.PIPE, stderr=open(self.data_dir / "bench-server.log", "a"),
-            text=True, env={**os.environ, "MESHWORK_HOME": str(self.data_dir), "MESHWORK_LOG_LEVEL": "WARNING"},
-            start_new_session=True,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            if "listening on" in line:
-                self.port = int(line.strip().rsplit(":", 1)[-1])
-                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-                return
-        raise RuntimeError("meshwork server did not start:\n"
-                           + (self.data_dir / "bench-server.log").read_text()[-3000:])  # fmt: skip
-
-    def stop(self) -> None:
-        """SIGTERM (the agent stops every pod and sidecar), SIGKILL the group if it lingers, then sweep."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        sweep(self.data_dir)
-
-
-@contextlib.contextmanager
-def running_server() -> Iterator[tuple[Server, Api]]:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-mesh-"))
-    server = Server(tmp)
-    api: Api | None = None
-    try:
-        server.start()
-        api = Api(server.port, server.token)
-        wait_for(lambda: node_ready(api) if api else False, STARTUP_TIMEOUT_S, "node Ready")
-        yield server, api
-    finally:
-        if api is not None:
-            api.close()
-        server.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def node_ready(api: Api) -> bool:
-    status, node = api.call("GET", f"/api/v1/nodes/{NODE}")
-    return status == 200 and is_ready(node)
 
 
 def abort_http(status: int) -> list[dict[str, Any]]:
@@ -693,7 +617,7 @@ def main() -> None:
     print(f"python {sys.version.split()[0]} ({sys.executable}), {os.cpu_count()} cpus, "
           f"load average {os.getloadavg()[0]:.1f}, {n} sidecars")  # fmt: skip
     started = time.monotonic()
-    with running_server() as (server, api):
+    with running_server("bench-mesh-") as (server, api):
         ips = setup_mesh(api, n)
         setup_s = time.monotonic() - started
         try:
