@@ -203,8 +203,9 @@ def test_env_sources_expansion_and_configmap_secret_volumes(tmp_path: Path) -> N
 
         w = wait_for(lambda: waiting(node, "mountwait", "app"), 10, "mountwait waiting")
         assert w["reason"] == "ContainerCreating", w
-        failed = [e for e in events_for(node, "mountwait") if e["reason"] == "FailedMount"]
-        assert failed and failed[0]["message"] == (
+        failed = wait_for(lambda: [e for e in events_for(node, "mountwait") if e["reason"] == "FailedMount"], 10,
+                          "the FailedMount event")  # fmt: skip
+        assert failed[0]["message"] == (
             'MountVolume.SetUp failed for volume "v" : configmap "later" not found'), failed  # fmt: skip
         node.apply(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "later"},
                                 "data": {"k": "v1"}})  # fmt: skip
@@ -382,7 +383,11 @@ def test_liveness_readiness_and_startup_probes(tmp_path: Path) -> None:
         p = wait_for(restarted, 40, "doomed restarted by its liveness probe")
         last = container_status(p, "app")["lastState"]["terminated"]
         assert last["exitCode"] == 143, last  # SIGTERM ended it within the grace period
-        evs = events_for(node, "doomed")
+        def both_events() -> list[dict[str, Any]] | None:
+            evs = events_for(node, "doomed")
+            return evs if {"Unhealthy", "Killing"} <= {e["reason"] for e in evs} else None
+
+        evs = wait_for(both_events, 10, "the Unhealthy and Killing events")
         unhealthy = [e for e in evs if e["reason"] == "Unhealthy"]
         killing = [e for e in evs if e["reason"] == "Killing"]
         assert unhealthy and unhealthy[0]["type"] == "Warning"
@@ -421,7 +426,8 @@ def test_unknown_image_then_catalogue_entry_and_graceful_stop(tmp_path: Path) ->
                      and x, 20, "ErrImageNeverPull")  # fmt: skip
         assert "docker.io/myorg/tool:1.0" in w["message"]
         assert str(tmp_path / "images.yaml") in w["message"] and "command" in w["message"], w
-        assert any(e["reason"] == "Failed" for e in events_for(node, "custom"))
+        # Events are written apart from the status: the Failed event may land a moment later.
+        wait_for(lambda: any(e["reason"] == "Failed" for e in events_for(node, "custom")), 10, "the Failed event")
         # Named without the docker.io/ prefix in the catalogue: still matches.
         (tmp_path / "images.yaml").write_text(
             'myorg/tool:1.0:\n  command: [sh, -c, "echo $TOOL_MODE > mode.txt; exec sleep 3600"]\n'
@@ -447,8 +453,7 @@ def test_unknown_image_then_catalogue_entry_and_graceful_stop(tmp_path: Path) ->
         wait_for(lambda: node.pod("stubborn") is None, 30, "stubborn gone")
         assert not alive(shim)
         assert lines(stubborn_trail) == ["started"]
-        reasons = [e["reason"] for e in events_for(node, "stubborn")]
-        assert "Killing" in reasons
+        wait_for(lambda: "Killing" in [e["reason"] for e in events_for(node, "stubborn")], 10, "the Killing event")
 
 
 # ---------------------------------------------------------------------------
