@@ -23,6 +23,7 @@ from meshwork.core.http1 import RequestParser
 from meshwork.core.mesh.compile import compile_snapshot
 from meshwork.core.mesh.snapshot import snapshot_from_wire
 from meshwork.proxy.mesh import MeshDecider
+from meshwork.proxy.plan import Downstream
 from meshwork.proxy.plugins import selected
 
 N = 50_000
@@ -39,6 +40,7 @@ SNAPSHOT = {
                               "route": [{"destination": {"host": "reviews"}}]},
                              {"route": [{"destination": {"host": "reviews"}}]}]}}],
 }  # fmt: skip
+DOWNSTREAM = Downstream("127.1.0.50", 15001)
 HEAD = b"GET http://reviews:9080/reviews/0 HTTP/1.1\r\nHost: reviews:9080\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 ADD_HEADER = "def on_request(request):\n    request.headers_to_add['x-team'] = request.config['team']\n"
 GATE = ("def on_request(request):\n    if request.headers.get('x-block'):\n"
@@ -54,10 +56,10 @@ def _request() -> object:
 
 def _per_request(decider: MeshDecider, request: object) -> float:
     for _ in range(2000):
-        decider.decide(request, "127.1.0.50")  # type: ignore[arg-type]
+        decider.decide(request, DOWNSTREAM)  # type: ignore[arg-type]
     start = time.perf_counter()
     for _ in range(N):
-        decider.decide(request, "127.1.0.50")  # type: ignore[arg-type]
+        decider.decide(request, DOWNSTREAM)  # type: ignore[arg-type]
     return (time.perf_counter() - start) / N * 1e6
 
 

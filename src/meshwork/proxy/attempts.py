@@ -79,9 +79,9 @@ class Attempts(LocalReplies):
         self.picked = True
         self.token += 1
         pools = self.server.pools
-        pool = pools.get(endpoint.key)
+        pool = pools.get(endpoint.pool_key)
         if pool is None:
-            pool = pools[endpoint.key] = Pool(endpoint, cluster.limits, self.server.source_address)
+            pool = pools[endpoint.pool_key] = Pool(endpoint, cluster.limits, self.server.source_address)
         elif pool.limits is not cluster.limits:  # a DestinationRule changed the connectionPool
             pool.limits = cluster.limits
         self.pool = pool

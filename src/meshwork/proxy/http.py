@@ -43,7 +43,8 @@ from meshwork.errors import RemoteProtocolError
 from meshwork.proxy.attempts import IDEMPOTENT, Attempts
 from meshwork.proxy.heads import cut_hop, request_head, response_head
 from meshwork.proxy.local import CLOSED, HTTP, MAX_PENDING, RESET_BEFORE_HEADERS, TUNNEL, log
-from meshwork.proxy.plan import DirectResponse, Endpoint, ErrorKind, Forward
+from meshwork.proxy.plan import DirectResponse, Downstream, Endpoint, ErrorKind, Forward
+from meshwork.proxy.tls import peer_principal
 from meshwork.proxy.upstream import UpstreamConnection
 
 __all__ = ["HttpProxyConnection"]
@@ -77,7 +78,12 @@ class HttpProxyConnection(Attempts, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        self.source = str(peer[0]) if isinstance(peer, tuple) else ""
+        self.source = source = str(peer[0]) if isinstance(peer, tuple) else ""
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            self.downstream = Downstream(source, self.listen_port)
+        else:
+            self.downstream = Downstream(source, self.listen_port, peer_principal(ssl_object), True, self.sni)
         self.server.conns.add(self)
         if self.server.closing:
             self.transport.close()
@@ -213,7 +219,7 @@ class HttpProxyConnection(Attempts, asyncio.Protocol):
         if server.observer is not None:
             self.started = server.loop.time()
         try:
-            plan = server.decider.decide(req, self.source)
+            plan = server.decider.decide(req, self.downstream)
         except Exception:
             log.exception("decider failed on %r", req.target)
             plan = DirectResponse(500, b"internal error\n", flag="", reason="the route decision failed")

@@ -150,7 +150,7 @@ class InboundDecider:
         self._only = self._forwards[self.ports[0].port] if len(self.ports) == 1 else None
         self._passthrough: dict[int, plan.Forward] = {}
 
-    def decide(self, request: Request, source: str) -> plan.Plan:
+    def decide(self, request: Request, downstream: plan.Downstream) -> plan.Plan:
         wanted: bytes | None = None
         for name, value in request.headers:
             if len(name) == len(INBOUND_PORT_HEADER) and name.lower() == INBOUND_PORT_HEADER:

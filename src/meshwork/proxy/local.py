@@ -26,7 +26,15 @@ from typing import TYPE_CHECKING
 from meshwork.core import http1
 from meshwork.proxy.heads import local_reply
 from meshwork.proxy.observe import RequestInfo
-from meshwork.proxy.plan import DirectResponse, Endpoint, ErrorKind, Forward, Outcome, Plan
+from meshwork.proxy.plan import (
+    DirectResponse,
+    Downstream,
+    Endpoint,
+    ErrorKind,
+    Forward,
+    Outcome,
+    Plan,
+)
 from meshwork.proxy.response import ResponseReader
 
 if TYPE_CHECKING:
@@ -57,6 +65,7 @@ LINGER = 2  # refused: dropping input until closed
 CLOSED = 3
 
 _EMPTY: frozenset[Endpoint] = frozenset()
+_NOBODY = Downstream("")
 
 
 class LocalReplies:
@@ -67,6 +76,9 @@ class LocalReplies:
     parser: http1.RequestParser
     reader: ResponseReader
     source: str
+    downstream: Downstream  # made once per connection (connection_made)
+    listen_port: int  # the listener's port (set by the server's protocol factory)
+    sni: str | None  # the server name of a TLS ClientHello (set by the server's protocol factory)
     mode: int
     activity: int  # requests started + responses finished (for the idle sweep)
     sweep_mark: int
@@ -119,6 +131,9 @@ class LocalReplies:
         self.parser = http1.RequestParser(max_body=None)
         self.reader = ResponseReader()
         self.source = ""
+        self.downstream = _NOBODY
+        self.listen_port = 0
+        self.sni = None
         self.mode = HTTP
         self.activity = 0
         self.sweep_mark = -1

@@ -308,7 +308,7 @@ class MeshDecider:
         return Request(method=req.method.decode("latin-1"), path=target, authority=authority,
                        headers=headers, port=port, scheme=scheme)  # fmt: skip
 
-    def decide(self, request: HttpRequest, source: str) -> plan.Plan:
+    def decide(self, request: HttpRequest, downstream: plan.Downstream) -> plan.Plan:
         req = self.routing_request(request, self.listener_port)
         added: dict[str, str] = {}
         if self.plugins:
@@ -319,7 +319,7 @@ class MeshDecider:
                                            reason=f"answered by ProxyPlugin {reply.plugin}")  # fmt: skip
             added = view.headers_to_add
         decision = match_route(self.table, req, self.rng)
-        chosen = self.plan_for(decision, req, request, source)
+        chosen = self.plan_for(decision, req, request, downstream.address)
         if type(chosen) is not plan.Forward or (not added and self.tracing is None):
             return chosen
         extra = tuple((k.lower().encode(), str(v).encode()) for k, v in added.items())

@@ -116,9 +116,9 @@ class Shadow:
             return
         self.endpoint = endpoint
         pools = self.server.pools
-        pool = pools.get(endpoint.key)
+        pool = pools.get(endpoint.pool_key)
         if pool is None:
-            pool = pools[endpoint.key] = Pool(endpoint, self.cluster.limits, self.server.source_address)
+            pool = pools[endpoint.pool_key] = Pool(endpoint, self.cluster.limits, self.server.source_address)
         self.pool = pool
         self.timer = self.server.loop.call_later(self.timeout, self._give_up)
         conn = pool.acquire(self, 0)

@@ -1,7 +1,7 @@
 """The seam between the proxy's byte-moving engine and whatever decides routes.
 
 What lives here: the types the engine asks about each request and acts on.
-Per request the engine calls ``Decider.decide(request, source)`` once and
+Per request the engine calls ``Decider.decide(request, downstream)`` once and
 gets a ``Plan``: either a ``DirectResponse`` (answer locally: a redirect, a
 fault abort, no route) or a ``Forward`` to a ``Cluster``, with the timeout,
 the retry policy and the header edits to apply. Per attempt the engine asks
@@ -20,15 +20,19 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from meshwork.core.http1 import Request
+
+if TYPE_CHECKING:
+    import ssl
 
 __all__ = [
     "DEFAULT_LIMITS",
     "Cluster",
     "Decider",
     "DirectResponse",
+    "Downstream",
     "Endpoint",
     "ErrorKind",
     "Forward",
@@ -37,20 +41,76 @@ __all__ = [
     "Plan",
     "PoolLimits",
     "RetryPolicy",
+    "TlsContextSource",
+    "UpstreamTls",
 ]
+
+
+class TlsContextSource(Protocol):
+    """Where the current client SSLContext comes from (``proxy.tls.ContextHolder``: swapped on rotation)."""
+
+    @property
+    def context(self) -> ssl.SSLContext: ...
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class UpstreamTls:
+    """Originate TLS to an endpoint (a DestinationRule's ISTIO_MUTUAL / MUTUAL / SIMPLE).
+
+    ``source`` gives the client context (certificate and trust bundle) at connect
+    time; ``sni`` is sent as server_hostname (None: none); ``identities`` are the
+    URI SANs (``spiffe://...``) the server may present; empty: any the trust
+    bundle accepts. ``key`` names the setting in pool keys: connections made
+    with different settings are never shared.
+    """
+
+    source: TlsContextSource
+    sni: str | None = None
+    identities: frozenset[str] = frozenset()
+    key: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            ids = ",".join(sorted(self.identities))
+            object.__setattr__(self, "key", f"tls:{id(self.source):x}:{self.sni or ''}:{ids}")
 
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """One upstream address. ``key`` ("host:port") names its connection pool."""
+    """One upstream address. ``key`` ("host:port") names it for balancing and logs;
+    ``pool_key`` names its connection pool (``key``, plus the TLS setting when there is one).
+    """
 
     host: str
     port: int
     key: str = field(default="", compare=False)
+    tls: UpstreamTls | None = field(default=None, compare=False)
+    pool_key: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not self.key:
             object.__setattr__(self, "key", f"{self.host}:{self.port}")
+        if not self.pool_key:
+            tls = self.tls
+            object.__setattr__(self, "pool_key", self.key if tls is None else f"{self.key}|{tls.key}")
+
+
+@dataclass(frozen=True, slots=True)
+class Downstream:
+    """Who is calling, fixed for the client connection: made once per connection, not per request.
+
+    ``address`` is the client's IP, ``port`` the listener's local port,
+    ``principal`` the peer certificate's SPIFFE identity without the scheme
+    (``cluster.local/ns/default/sa/sleep``, Istio's ``source.principal``) when
+    the connection is mutual TLS, ``tls`` whether it is TLS at all, ``sni`` the
+    server name the client asked for (None: none sent, or plaintext).
+    """
+
+    address: str
+    port: int = 0
+    principal: str | None = None
+    tls: bool = False
+    sni: str | None = None
 
 
 class ErrorKind(enum.StrEnum):
@@ -193,6 +253,6 @@ Plan = Forward | DirectResponse
 class Decider(Protocol):
     """Turns a validated request head into a Plan. Called once per request, on the loop."""
 
-    def decide(self, request: Request, source: str) -> Plan:
-        """``source`` is the client's IP address (for sourceIP hashing and logs)."""
+    def decide(self, request: Request, downstream: Downstream) -> Plan:
+        """``downstream`` is the client connection (address for sourceIP hashing, TLS principal, SNI)."""
         ...

@@ -6,6 +6,12 @@ finished requests to its observer), ``AccessLog`` (Envoy-like JSON lines), ``lis
 ``run`` / ``run_workers``, which run a proxy in this process or in N forked
 workers sharing the port with SO_REUSEPORT.
 
+A listener started with a ``ListenerTls`` policy (``proxy.tls``) accepts
+sockets itself (``proxy.tlslisten``): it peeks at the first bytes, then hands
+the socket to a TLS transport (the context chosen by SNI), a plaintext one,
+or a TCP splice (passthrough). A listener without one is a plain asyncio
+server: the plaintext hot path is unchanged.
+
 What must not live here: HTTP handling (``proxy.http``), decisions.
 """
 
@@ -25,12 +31,15 @@ from collections.abc import Callable, Coroutine
 from typing import IO, TYPE_CHECKING, Any
 
 from meshwork.proxy.observe import ConnectionInfo, Observer, Observers, RequestInfo
-from meshwork.proxy.plan import Decider
+from meshwork.proxy.plan import Cluster, Decider
+from meshwork.proxy.tcp import TcpProxy
+from meshwork.proxy.tlslisten import TlsListener
 from meshwork.proxy.upstream import Pool
 
 if TYPE_CHECKING:
     from meshwork.core.http1 import Request
     from meshwork.proxy.http import HttpProxyConnection
+    from meshwork.proxy.tls import ListenerTls
 
 __all__ = ["AccessLog", "HttpProxy", "listen_socket", "run", "run_workers"]
 
@@ -143,24 +152,59 @@ class HttpProxy:
         self.pools: dict[str, Pool] = {}
         self.closing = False
         self._servers: list[asyncio.Server] = []
+        self._tls_listeners: list[TlsListener] = []
+        self._passthrough: dict[str, TcpProxy] = {}
+        # What TLS listeners did with the connections they accepted (tests and stats).
+        self.tls_stats: dict[str, int] = dict.fromkeys(
+            ("tls", "plaintext", "plaintext_refused", "handshake_failures", "passthrough", "no_certificate"), 0
+        )
         self._tick: asyncio.TimerHandle | None = None
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None) -> int:
-        """Listen (on ``sock`` if given); returns the port."""
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        sock: socket.socket | None = None,
+        tls: ListenerTls | None = None,
+    ) -> int:
+        """Listen (on ``sock`` if given); returns the port.
+
+        ``tls``: the listener's TLS policy (STRICT, PERMISSIVE or DISABLE, contexts
+        by SNI, passthrough), read for every new connection, so its fields may
+        be changed while it runs. None: plaintext HTTP only, on the fast path.
+        """
         from meshwork.proxy.http import HttpProxyConnection
 
         cls = self.connection_class or HttpProxyConnection
-
-        def factory() -> HttpProxyConnection:
-            return cls(self)
-
         if sock is None:
             sock = listen_socket(host, port)
-        server = await self.loop.create_server(factory, sock=sock, backlog=BACKLOG)
-        self._servers.append(server)
+        bound = int(sock.getsockname()[1])
+
+        def factory() -> HttpProxyConnection:
+            conn = cls(self)
+            conn.listen_port = bound
+            return conn
+
+        if tls is None:
+            server = await self.loop.create_server(factory, sock=sock, backlog=BACKLOG)
+            self._servers.append(server)
+        else:
+            listener = TlsListener(self, sock, bound, tls, cls)
+            listener.start()
+            self._tls_listeners.append(listener)
         if self._tick is None:
             self._tick = self.loop.call_later(SWEEP_SECONDS, self._sweep)
-        return int(sock.getsockname()[1])
+        return bound
+
+    def passthrough_proxy(self, cluster: Cluster) -> TcpProxy:
+        """The TCP splicer for a passthrough cluster (one per cluster name, kept across config pushes)."""
+        tcp = self._passthrough.get(cluster.name)
+        if tcp is None:
+            tcp = self._passthrough[cluster.name] = TcpProxy(cluster, observer=self.observer)
+        else:
+            tcp.cluster = cluster
+        return tcp
 
     def _sweep(self) -> None:
         now = self.loop.time()
@@ -180,6 +224,8 @@ class HttpProxy:
         self.closing = True
         for server in self._servers:
             server.close()
+        for listener in self._tls_listeners:
+            listener.close()
         for conn in list(self.conns):
             conn.shutdown()
         deadline = self.loop.time() + grace
@@ -189,6 +235,8 @@ class HttpProxy:
             conn.transport.abort()
         for pool in self.pools.values():
             pool.close()
+        for tcp in self._passthrough.values():
+            await tcp.close()
         if self._tick is not None:
             self._tick.cancel()
         if self.access_log is not None:

@@ -18,6 +18,7 @@ from typing import Literal
 from meshwork.core.http1 import Request
 from meshwork.proxy.plan import (
     DEFAULT_LIMITS,
+    Downstream,
     Endpoint,
     ErrorKind,
     Forward,
@@ -151,5 +152,5 @@ class StaticDecider:
     ) -> None:
         self._plan = Forward(cluster, timeout=timeout, retries=retries, route="default")
 
-    def decide(self, request: Request, source: str) -> Plan:
+    def decide(self, request: Request, downstream: Downstream) -> Plan:
         return self._plan

@@ -133,6 +133,14 @@ class TcpProxy:
             )
         return int(self._server.sockets[0].getsockname()[1])
 
+    async def accept(self, sock: socket.socket) -> None:
+        """Splice an already accepted client socket (a TLS passthrough listener hands these over).
+
+        Bytes the client sent before (and a listener only peeked at) are still
+        in the socket and go upstream untouched.
+        """
+        await self.loop.connect_accepted_socket(lambda: _Client(self), sock)
+
     async def connect(self, client: _Client) -> None:
         tried: set[object] = set()
         for _ in range(max(1, self.max_connect_attempts)):

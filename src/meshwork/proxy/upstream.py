@@ -1,9 +1,16 @@
-"""Upstream connections and their keep-alive pools, one pool per endpoint (host:port).
+"""Upstream connections and their keep-alive pools, one pool per endpoint (host:port, and TLS setting).
 
 What lives here: ``UpstreamConnection`` (an ``asyncio.Protocol`` that hands
 every event to the exchange that currently owns it) and ``Pool`` (idle
 connections reused newest-first, a bound on open connections, a bounded queue
 of requests waiting for one, connects with a timeout).
+
+An endpoint with ``tls`` (``plan.UpstreamTls``) is connected with TLS: the
+context its source holds at connect time, its SNI, and after the handshake
+the peer's URI SAN must be one of its identities, else the attempt fails as
+a connect failure (503 UF, "TLS error: SAN mismatch ..."), as Envoy's does.
+Its pool is keyed apart (``Endpoint.pool_key``): TLS and plaintext
+connections, or connections checked against different identities, never mix.
 
 What must not live here: HTTP. The pool moves connections, the owner (the
 downstream side, ``proxy.http``) reads and writes them.
@@ -20,9 +27,11 @@ import asyncio
 import collections
 import ipaddress
 import logging
+import ssl
 from typing import Protocol, cast
 
 from meshwork.proxy.plan import Endpoint, ErrorKind, PoolLimits
+from meshwork.proxy.tls import check_peer
 
 __all__ = ["OVERFLOW", "Owner", "Pool", "UpstreamConnection"]
 
@@ -213,15 +222,28 @@ class Pool:
 
     async def _open(self, owner: Owner, token: int) -> None:
         ep = self.endpoint
+        tls = ep.tls
         try:
             async with asyncio.timeout(self.limits.connect_timeout):
-                _, proto = await self._loop.create_connection(
-                    lambda: UpstreamConnection(self), ep.host, ep.port,
-                    local_addr=(self.source, 0) if self.source is not None else None,
-                )
+                if tls is None:
+                    _, proto = await self._loop.create_connection(
+                        lambda: UpstreamConnection(self), ep.host, ep.port,
+                        local_addr=(self.source, 0) if self.source is not None else None,
+                    )
+                else:
+                    _, proto = await self._loop.create_connection(
+                        lambda: UpstreamConnection(self), ep.host, ep.port,
+                        local_addr=(self.source, 0) if self.source is not None else None,
+                        ssl=tls.source.context, server_hostname=tls.sni or "",
+                    )
         except (OSError, TimeoutError) as exc:
             self.open -= 1
-            detail = "connection timeout" if isinstance(exc, TimeoutError) else "connection failure"
+            if isinstance(exc, TimeoutError):
+                detail = "connection timeout"
+            elif isinstance(exc, ssl.SSLError):
+                detail = f"connection failure, transport failure reason: TLS error: {_tls_reason(exc)}"
+            else:
+                detail = "connection failure"
             owner.upstream_failed(token, ErrorKind.CONNECT_FAILURE, detail)
             if self.waiters and self.open < self.limits.max_connections:
                 nxt, nxt_token = self.waiters.popleft()
@@ -231,6 +253,23 @@ class Pool:
         if conn.closed:  # closed before we got here; connection_lost did the accounting
             owner.upstream_failed(token, ErrorKind.CONNECT_FAILURE, "connection failure")
             return
+        if tls is not None and tls.identities:
+            problem = check_peer(conn.transport.get_extra_info("ssl_object"), tls.identities)
+            if problem is not None:
+                log.info("upstream %s: %s", ep.key, problem)
+                conn.transport.abort()  # connection_lost does the pool's accounting
+                owner.upstream_failed(
+                    token, ErrorKind.CONNECT_FAILURE,
+                    f"connection failure, transport failure reason: TLS error: {problem}",
+                )
+                return
         conn.owner = owner
         conn.requests = 1
         owner.upstream_ready(conn, token)
+
+
+def _tls_reason(exc: ssl.SSLError) -> str:
+    """OpenSSL's words for a failed handshake (the verify message when verification failed)."""
+    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
+        return f"CERTIFICATE_VERIFY_FAILED: {exc.verify_message}"
+    return str(exc.reason or exc)

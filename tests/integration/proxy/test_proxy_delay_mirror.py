@@ -21,7 +21,7 @@ from proxytools import HANG_GUARD, LoopThread, Procs, connect, get, read_reply
 from meshwork.core.http1 import Request
 from meshwork.proxy.mirror import shadow_authority
 from meshwork.proxy.observe import ConnectionInfo, RequestInfo
-from meshwork.proxy.plan import Endpoint, Forward, Plan
+from meshwork.proxy.plan import Downstream, Endpoint, Forward, Plan
 from meshwork.proxy.server import HttpProxy
 from meshwork.proxy.static import StaticCluster
 from meshwork.proxy.tcp import TcpProxy
@@ -60,7 +60,7 @@ class Fixed:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
 
-    def decide(self, request: Request, source: str) -> Plan:
+    def decide(self, request: Request, downstream: Downstream) -> Plan:
         return self.plan
 
 

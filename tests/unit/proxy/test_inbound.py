@@ -23,6 +23,7 @@ from meshwork.proxy.mesh import ClusterState
 from meshwork.proxy.upstream import _can_leave_from
 
 IP = "127.1.0.9"
+NOBODY = plan.Downstream("")
 
 
 def _request(*headers: str) -> Request:
@@ -63,7 +64,7 @@ def test_malformed_pod_ports_are_refused(text: str) -> None:
 
 def test_the_header_picks_a_declared_port_and_is_removed_before_forwarding() -> None:
     d = InboundDecider(IP, _ports(8080, 9090), {9090: "admin.shop.svc.cluster.local"})
-    got = d.decide(_request("X-Meshwork-Inbound-Port: 9090"), "127.1.0.3")
+    got = d.decide(_request("X-Meshwork-Inbound-Port: 9090"), plan.Downstream("127.1.0.3"))
     assert isinstance(got, plan.Forward)
     assert got.cluster.pick(frozenset()) == plan.Endpoint(IP, 9090)
     assert got.cluster.name == "inbound|9090||admin.shop.svc.cluster.local"
@@ -72,14 +73,14 @@ def test_the_header_picks_a_declared_port_and_is_removed_before_forwarding() -> 
 
 
 def test_without_the_header_the_only_port_is_used() -> None:
-    got = InboundDecider(IP, _ports(8080)).decide(_request(), "")
+    got = InboundDecider(IP, _ports(8080)).decide(_request(), NOBODY)
     assert isinstance(got, plan.Forward)
     assert got.cluster.pick(frozenset()) == plan.Endpoint(IP, 8080)
     assert got.cluster.name == "inbound|8080||"
 
 
 def test_a_service_target_port_counts_as_an_app_port_even_undeclared() -> None:
-    got = InboundDecider(IP, (), {8080: "web.shop.svc.cluster.local"}).decide(_request(), "")
+    got = InboundDecider(IP, (), {8080: "web.shop.svc.cluster.local"}).decide(_request(), NOBODY)
     assert isinstance(got, plan.Forward) and got.cluster.pick(frozenset()) == plan.Endpoint(IP, 8080)
 
 
@@ -98,7 +99,7 @@ def test_a_service_target_port_counts_as_an_app_port_even_undeclared() -> None:
 def test_when_the_port_cannot_be_told_the_proxy_answers_like_envoy(
     ports: tuple[int, ...], headers: tuple[str, ...], status: int, flag: str
 ) -> None:
-    got = InboundDecider(IP, _ports(*ports)).decide(_request(*headers), "")
+    got = InboundDecider(IP, _ports(*ports)).decide(_request(*headers), NOBODY)
     assert isinstance(got, plan.DirectResponse)
     assert (got.status, got.flag) == (status, flag)
     assert got.reason  # sent as x-meshwork-reason
@@ -106,7 +107,7 @@ def test_when_the_port_cannot_be_told_the_proxy_answers_like_envoy(
 
 
 def test_an_undeclared_port_passes_through_as_in_istio() -> None:
-    got = InboundDecider(IP, _ports(8080)).decide(_request("x-meshwork-inbound-port: 7000"), "")
+    got = InboundDecider(IP, _ports(8080)).decide(_request("x-meshwork-inbound-port: 7000"), NOBODY)
     assert isinstance(got, plan.Forward)
     assert got.cluster.name == "InboundPassthroughClusterIpv4"
     assert got.cluster.pick(frozenset()) == plan.Endpoint(IP, 7000)
@@ -114,7 +115,7 @@ def test_an_undeclared_port_passes_through_as_in_istio() -> None:
 
 @given(st.integers(min_value=0, max_value=99999), st.lists(st.integers(1, 65535), max_size=4))
 def test_the_inbound_side_never_forwards_into_the_proxy(port: int, declared: list[int]) -> None:
-    got = InboundDecider(IP, _ports(*declared)).decide(_request(f"x-meshwork-inbound-port: {port}"), "")
+    got = InboundDecider(IP, _ports(*declared)).decide(_request(f"x-meshwork-inbound-port: {port}"), NOBODY)
     if isinstance(got, plan.Forward):
         ep = got.cluster.pick(frozenset())
         assert ep is not None and ep.host == IP and ep.port == port and port not in PROXY_PORTS
