@@ -111,6 +111,8 @@ class Request:
     version: str
     # The TLS connection, when the server runs with ssl: peer certificate for mTLS.
     ssl_object: _ssl.SSLObject | None = None
+    # Who sent it, once the API server has authenticated it (a ``core.rbac.UserInfo``).
+    user: object | None = None
 
 
 @dataclass(slots=True)

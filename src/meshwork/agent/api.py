@@ -24,6 +24,7 @@ CONFIGMAPS = REGISTRY.require("", "ConfigMap")
 SECRETS = REGISTRY.require("", "Secret")
 SERVICES = REGISTRY.require("", "Service")
 ENDPOINTS = REGISTRY.require("", "Endpoints")
+SERVICEACCOUNTS = REGISTRY.require("", "ServiceAccount")
 
 _END = object()
 

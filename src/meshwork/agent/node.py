@@ -245,7 +245,11 @@ class Agent:
             env.update({"MESHWORK_SERVER": self.api.client.server, "MESHWORK_TOKEN_FILE": str(self.token_file)})
             # Node-wide tracing: OpenTelemetry's standard variables, from the agent's own environment.
             env.update({k: v for k, v in os.environ.items() if k.startswith("OTEL_EXPORTER_OTLP_")})
-        elif meshed:
+        if worker.token_dir is not None and container.name != SIDECAR_NAME:
+            from meshwork.agent.satoken import ENV_DIR
+
+            env.update({ENV_DIR: str(worker.token_dir), "MESHWORK_SERVER": self.api.client.server})
+        if container.name != SIDECAR_NAME and meshed:
             proxy = f"http://{ip}:{OUTBOUND_PORT}"
             no_proxy = f"localhost,127.0.0.1,::1,{ip}"
             env.update({"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": no_proxy, "no_proxy": no_proxy})
@@ -443,6 +447,26 @@ class Agent:
                         os.killpg(inst.pid, signal.SIGKILL)
             shutil.rmtree(entry, ignore_errors=True)
 
+    async def _credentials(self) -> None:
+        """Trade the join token for this node's own credential (user ``system:node:<name>``)
+        and its proxies' (``system:meshwork:proxy:<name>``), as a kubelet bootstraps its
+        client certificate; the meshed pods' proxies read theirs from ``proxy-token`` (0600)."""
+        path = f"/apis/mesh.meshwork.io/v1/nodes/{self.name}/credentials"
+        while True:
+            try:
+                creds = await asyncio.to_thread(self.api.client.request, "POST", path, body={})
+                break
+            except Exception as exc:
+                if self.stop.is_set():
+                    raise
+                log.warning("node %s: cannot get the node's credentials yet (%s); retrying", self.name, exc)
+                await asyncio.sleep(RETRY_S)
+        self.api.client.token = creds["token"]
+        self.endpoint.token = creds["token"]  # the server calls this agent with the node's credential
+        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(creds["proxyToken"])
+
     async def _watch_parent(self) -> None:
         """A local agent exits with its server, leaving the pods for the next one."""
         assert self.parent_pid is not None
@@ -454,10 +478,7 @@ class Agent:
 
     async def run(self) -> None:
         self.pods_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # The meshed pods' proxies read the control plane's token from here (0600).
-        fd = os.open(self.token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.api.client.token or "")
+        await self._credentials()
         self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

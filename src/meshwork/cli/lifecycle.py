@@ -123,6 +123,16 @@ def _url(host: str, port: int) -> str:
     metavar="PORT:HOSTPORT,...",
     help="Gateway server ports and the host ports the ingress gateway listens on for them.",
 )
+@click.option("--trust-domain", default="cluster.local", show_default=True,
+              help="SPIFFE trust domain of workload identities (spiffe://<trust-domain>/ns/<ns>/sa/<sa>).")
+@click.option("--workload-cert-ttl", "cert_ttl", default="24h", show_default=True, metavar="DURATION",
+              envvar="MESHWORK_WORKLOAD_CERT_TTL",
+              help="Lifetime of workload certificates (1m at least); proxies renew them at half-life.")
+@click.option("--ca-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="A CA certificate (PEM, then any chain up to the root) to sign the mesh's intermediate; "
+              "default: a self-signed root made at first start.")
+@click.option("--ca-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), default=None,
+              help="The private key of --ca-cert (PEM).")
 @reports_errors
 def server_cmd(
     host: str,
@@ -137,21 +147,42 @@ def server_cmd(
     ingress_gateway: bool,
     ingress_host: str,
     ingress_ports: str,
+    trust_domain: str,
+    cert_ttl: str,
+    ca_cert: Path | None,
+    ca_key: Path | None,
 ) -> None:
     """Run the meshwork control plane in the foreground (SIGTERM or Ctrl-C stops it)."""
-    from meshwork.control.ingress import parse_ports
-    from meshwork.control.server import lifecycle_config, parse_duration, run_server
+    from datetime import UTC, datetime
 
+    from meshwork.control.ca import load_user_root
+    from meshwork.control.ingress import parse_ports
+    from meshwork.control.server import (
+        CaOptions,
+        lifecycle_config,
+        parse_duration,
+        run_server,
+        workload_cert_ttl,
+    )
+    from meshwork.core.security.identity import SpiffeId
+
+    if (ca_cert is None) != (ca_key is None):
+        raise click.UsageError("--ca-cert and --ca-key go together")
     try:
         lifecycle = lifecycle_config(parse_duration(grace_period), parse_duration(eviction_timeout))
         parse_ports(ingress_ports)
+        SpiffeId(trust_domain, "default", "default")
+        ca = CaOptions(trust_domain, workload_cert_ttl(cert_ttl),
+                       (ca_cert, ca_key) if ca_cert is not None and ca_key is not None else None)
+        if ca.root is not None:
+            load_user_root(*ca.root, datetime.now(UTC))
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     load_kinds()
     run_server(
         host=host, port=port, data_dir=_data_dir(data_dir), store_url=store_url, controllers=controllers,
         agent=agent, node_name=node_name, lifecycle=lifecycle,
-        ingress=f"{ingress_host}={ingress_ports}" if ingress_gateway and agent else None,
+        ingress=f"{ingress_host}={ingress_ports}" if ingress_gateway and agent else None, ca=ca,
     )
 
 

@@ -65,13 +65,20 @@ class LocalAgent:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
-    async def start(self, url: str) -> None:
+    async def start(self, url: str, node_token: str) -> None:
+        """Start the agent with the node's own credential (``nodes/<name>/node-token``, 0600)."""
         await self._retire_stale()
+        from meshwork.control.auth import write_private
+
+        node_dir = self.data_dir / "nodes" / self.name
+        node_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        token_file = node_dir / "node-token"
+        write_private(token_file, (node_token + "\n").encode())
         log_file = open(self.data_dir / "agent.log", "ab")
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "meshwork", "agent", "--server", url,
-                 "--token-file", str(self.data_dir / "token"), "--name", self.name,
+                 "--token-file", str(token_file), "--name", self.name,
                  "--data-dir", str(self.data_dir), "--parent-pid", str(os.getpid())],
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
                 start_new_session=True, close_fds=True,

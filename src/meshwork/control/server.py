@@ -17,13 +17,19 @@ import os
 import re
 import signal
 import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from meshwork.control.api.certs import CertificateService
 from meshwork.control.api.server import ApiServer
 from meshwork.control.auth import ensure_data_dir, load_or_create_token
+from meshwork.control.ca import CertificateAuthority
 from meshwork.control.localagent import LocalAgent
+from meshwork.control.pki import MIN_WORKLOAD_TTL, WORKLOAD_TTL
 from meshwork.control.store.open import open_store
 from meshwork.core.reconcile.nodelifecycle import LifecycleConfig
+from meshwork.core.security.identity import DEFAULT_TRUST_DOMAIN
 from meshwork.httpd import HttpServer
 from meshwork.model.kinds import REGISTRY
 
@@ -75,6 +81,31 @@ def lifecycle_config(grace_period: float | None = None, pod_eviction_timeout: fl
     )
 
 
+@dataclass(frozen=True, slots=True)
+class CaOptions:
+    """The server's CA flags: trust domain, workload certificate lifetime, a user's root (cert, key)."""
+
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    workload_cert_ttl: float = WORKLOAD_TTL.total_seconds()
+    root: tuple[Path, Path] | None = None
+
+
+def workload_cert_ttl(text: str) -> float:
+    """``--workload-cert-ttl`` in seconds (a duration, one minute at least)."""
+    seconds = parse_duration(text)
+    if seconds < MIN_WORKLOAD_TTL.total_seconds():
+        raise ValueError(f'workload certificate lifetime "{text}" is shorter than the minimum of 1m')
+    return seconds
+
+
+def open_ca(data_dir: Path, options: CaOptions) -> CertificateAuthority:
+    """The CA in ``data_dir`` (created at first start, reused after)."""
+    return CertificateAuthority.open(
+        data_dir, datetime.now(UTC), trust_domain=options.trust_domain,
+        workload_ttl=timedelta(seconds=options.workload_cert_ttl), external=options.root,
+    )
+
+
 async def serve(
     *,
     host: str,
@@ -88,6 +119,7 @@ async def serve(
     node_name: str | None = None,
     lifecycle: LifecycleConfig | None = None,
     ingress: str | None = None,
+    ca: CaOptions | None = None,
 ) -> None:
     """Run until ``stop`` is set (or SIGTERM/SIGINT when it is not given).
 
@@ -96,15 +128,24 @@ async def serve(
     timeout (``--node-monitor-grace-period``, ``--pod-eviction-timeout``).
     ``ingress``: ``HOST=PORTMAP`` for the ingress gateway (``127.0.0.1=80:8080,443:8443``),
     or None for none.
+    ``ca``: the certificate authority's trust domain, workload certificate
+    lifetime and optional user root (``--trust-domain``, ``--workload-cert-ttl``,
+    ``--ca-cert``/``--ca-key``).
     """
     ensure_data_dir(data_dir)
+    authority = open_ca(data_dir, ca or CaOptions())  # before anything starts: a bad --ca-cert stops here
     REGISTRY.load_all()  # every model now, so no request pays for importing one
     token = load_or_create_token(data_dir)
     store = open_store(store_url or f"sqlite:///{data_dir / 'store.db'}")
-    api = ApiServer(store, tokens={token: "admin"}, controllers=controllers, lifecycle=lifecycle)
+    from meshwork.control.tokens import load_or_create_key
+
+    api = ApiServer(store, tokens={token: "admin"}, controllers=controllers, lifecycle=lifecycle,
+                    signing_key=load_or_create_key(data_dir), data_dir=data_dir)
     http = HttpServer(api.handle, max_body=MAX_REQUEST_BYTES)
     pid_path = data_dir / PID_FILE
     local_agent = LocalAgent(data_dir, name=node_name) if agent else None
+    certs = CertificateService(authority, api.objects, api.push)
+    api.push.certs = certs
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -112,6 +153,7 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
     try:
         await api.start()
+        await certs.start()
         if ingress is not None:
             from meshwork.control.ingress import ensure_ingress_gateway, parse_ports
 
@@ -130,7 +172,7 @@ async def serve(
         gc.set_threshold(*GC_THRESHOLDS)
         pid_path.write_text(f"{os.getpid()}\n")
         if local_agent is not None:
-            await local_agent.start(url)
+            await local_agent.start(url, api.access.node_token(local_agent.name))
         if announce:
             print(f"meshwork server listening on {url}", flush=True)
         log.info("listening on %s (data dir %s)", url, data_dir)
@@ -141,6 +183,7 @@ async def serve(
             # First the pods (the agent stops them while the API still answers), then the API.
             await local_agent.stop()
         api.closing.set()
+        await certs.close()
         await http.close(SHUTDOWN_GRACE_S)
         await api.close()
         await store.close()
@@ -160,6 +203,7 @@ def run_server(
     node_name: str | None = None,
     lifecycle: LifecycleConfig | None = None,
     ingress: str | None = None,
+    ca: CaOptions | None = None,
 ) -> None:
     """Blocking entry point for the CLI: run the server on uvloop when it is installed."""
     logging.basicConfig(
@@ -168,7 +212,7 @@ def run_server(
         stream=sys.stderr,
     )
     coro = serve(host=host, port=port, data_dir=data_dir, store_url=store_url, controllers=controllers,
-                 agent=agent, node_name=node_name, lifecycle=lifecycle, ingress=ingress)
+                 agent=agent, node_name=node_name, lifecycle=lifecycle, ingress=ingress, ca=ca)
     try:
         import uvloop
     except ImportError:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import quote, urlencode
 
 import httptools
@@ -49,25 +48,26 @@ class _Collector:
 
 
 class NodeProxy:
-    def __init__(self, objects: Objects, token: str) -> None:
+    def __init__(self, objects: Objects, token_for: Callable[[str], str]) -> None:
+        """``token_for(node)``: the credential the server presents to that node's agent."""
         self.objects = objects
-        self.token = token
+        self.token_for = token_for
         self._pods, self._nodes = REGISTRY.require("", "Pod"), REGISTRY.require("", "Node")
 
-    def _agent_of(self, namespace: str, name: str) -> tuple[str, int, dict[str, Any]]:
+    def _agent_of(self, namespace: str, name: str) -> tuple[str, int, str]:
         pod = self.objects.get(self._pods, namespace, name).obj
         node_name = pod.get("spec", {}).get("nodeName")
         if not node_name:
             raise BadRequest(f'pod "{name}" is not scheduled to a node yet; wait until it is bound')
         host, port = self._endpoint(node_name, f'of pod "{name}" ')
-        return host, port, pod
+        return host, port, str(node_name)
 
     async def node(self, req: Request, node_name: str, path: str) -> Response | StreamingResponse:
         """``/api/v1/nodes/{name}/proxy/{path}``: a GET to the node's agent (``top`` reads stats here)."""
         if req.method != "GET":
             raise BadRequest("nodes/proxy answers GET")
         host, port = self._endpoint(node_name, "")
-        return await self._relay(host, port, "GET", quote(path))
+        return await self._relay(host, port, "GET", quote(path), self.token_for(node_name))
 
     def _endpoint(self, node_name: str, what: str) -> tuple[str, int]:
         try:
@@ -82,7 +82,7 @@ class NodeProxy:
         return host, int(port)
 
     async def handle(self, req: Request, namespace: str, name: str, subresource: str) -> Response | StreamingResponse:
-        host, port, _ = self._agent_of(namespace, name)
+        host, port, node_name = self._agent_of(namespace, name)
         container = next(iter(req.query.get("container") or []), None)
         base = f"/{'containerLogs' if subresource == 'log' else 'exec'}/{quote(namespace)}/{quote(name)}"
         if container:
@@ -98,15 +98,15 @@ class NodeProxy:
             params = [("command", c) for c in req.query.get("command", [])]
             method = "POST"
         target = base + ("?" + urlencode(params) if params else "")
-        return await self._relay(host, port, method, target)
+        return await self._relay(host, port, method, target, self.token_for(node_name))
 
-    async def _relay(self, host: str, port: int, method: str, target: str) -> Response | StreamingResponse:
+    async def _relay(self, host: str, port: int, method: str, target: str, token: str) -> Response | StreamingResponse:
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), CONNECT_TIMEOUT_S)
         except (OSError, TimeoutError) as exc:
             raise Unavailable(f"cannot reach the node agent at {host}:{port}: {exc}") from exc
         writer.write((f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                      f"Authorization: Bearer {self.token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                      f"Authorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                       ).encode())  # fmt: skip
         collector = _Collector()
         parser = httptools.HttpResponseParser(collector)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from meshwork.control.api import allocate, strategy
 from meshwork.control.api.cache import CachedObject, WatchCache
 from meshwork.control.api.paths import object_key
+from meshwork.control.hostnet import busy_loopback_networks
 from meshwork.control.store.base import Record, Store
 from meshwork.core import inject
 from meshwork.core.patch import json_patch, merge_patch
@@ -185,7 +186,10 @@ class Objects:
                 return await self._create_service(info, namespace, obj, dry_run=dry_run)
         if info.group == "" and info.kind == "Node":
             async with self._alloc_lock:  # the same for a node's pod CIDR
-                allocate.assign_node_cidr(obj, allocate.node_cidrs(i.obj for i in self.cache.list(info.resource)))
+                held = allocate.node_cidrs(i.obj for i in self.cache.list(info.resource))
+                if not (obj.get("spec") or {}).get("podCIDR") and not (obj.get("spec") or {}).get("podCIDRs"):
+                    held += busy_loopback_networks()  # another meshwork on this machine: not its pods' range
+                allocate.assign_node_cidr(obj, held)
                 return await self._store_new(info, namespace, obj, dry_run=dry_run)
         created = await self._store_new(info, namespace, obj, dry_run=dry_run)
         if info.group == "" and info.kind == "Namespace" and not dry_run:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from meshwork import __version__
@@ -40,7 +40,6 @@ from meshwork.errors import (
     NotFound,
     StoreFull,
     TooLarge,
-    Unauthenticated,
     UnsupportedMediaType,
 )
 from meshwork.httpd import Request, Response, StreamingResponse
@@ -81,6 +80,15 @@ def _flag(query: dict[str, list[str]], name: str) -> bool:
     return (_first(query, name) or "").lower() in ("1", "true")
 
 
+def _token_request(path: str) -> tuple[str, str] | None:
+    """(namespace, name) of ``/api/v1/namespaces/{ns}/serviceaccounts/{name}/token``, else None."""
+    parts = path.split("/")
+    if len(parts) == 8 and parts[:4] == ["", "api", "v1", "namespaces"] and parts[5] == "serviceaccounts" \
+            and parts[7] == "token" and parts[4] and parts[6]:
+        return parts[4], parts[6]
+    return None
+
+
 def _at_version(value: bytes, rp: ResourcePath, obj: dict[str, Any] | None = None) -> bytes:
     """An object's bytes at the path's version (stored objects use the preferred one).
 
@@ -97,11 +105,19 @@ def _converted(item: CachedObject, rp: ResourcePath) -> bytes:
 
 class ApiServer:
     def __init__(
-        self, store: Store, *, tokens: dict[str, str], controllers: bool = True, lifecycle: LifecycleConfig | None = None
+        self,
+        store: Store,
+        *,
+        tokens: dict[str, str],
+        controllers: bool = True,
+        lifecycle: LifecycleConfig | None = None,
+        signing_key: bytes | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         """``tokens`` maps bearer tokens to user names (the admin token among them);
         ``controllers`` runs the built-in workload controllers in this process, with
-        ``lifecycle`` the node lifecycle controller's timings."""
+        ``lifecycle`` the node lifecycle controller's timings; ``signing_key`` signs
+        the server's ServiceAccount, node and proxy tokens (a fresh one when None)."""
         self.store = store
         self.cache = WatchCache(store)
         self.objects = Objects(store, self.cache)
@@ -110,12 +126,14 @@ class ApiServer:
         if controllers:
             from meshwork.control.controllers import builtin_controllers
 
-            self.runner = Runner(self.objects, self.cache, builtin_controllers(self.cache, lifecycle))
-        self._tokens = tokens
+            self.runner = Runner(self.objects, self.cache, builtin_controllers(self.cache, lifecycle, data_dir))
+        from meshwork.control.access import Access
         from meshwork.control.api.nodeproxy import NodeProxy
+        from meshwork.control.tokens import TokenIssuer
 
-        admin = next((t for t, user in tokens.items() if user == "admin"), next(iter(tokens), ""))
-        self.node_proxy = NodeProxy(self.objects, admin)
+        self.access = Access(self.cache, tokens=tokens, issuer=TokenIssuer(signing_key))
+        # The server calls a node's agent with that node's own credential.
+        self.node_proxy = NodeProxy(self.objects, self.access.node_token)
         from meshwork.control.push import PushServer
 
         self.push = PushServer(self.cache)
@@ -128,6 +146,9 @@ class ApiServer:
         await self.push.start()
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             await self._ensure_namespace(ns)
+        from meshwork.control.bootstrap_policy import ensure_bootstrap_policy
+
+        await ensure_bootstrap_policy(self.objects)
         if self.runner is not None:
             await self.runner.start()
 
@@ -149,8 +170,15 @@ class ApiServer:
 
     async def handle(self, req: Request) -> Response | StreamingResponse:
         try:
-            if req.path not in PUBLIC_PATHS:
-                self._authenticate(req)
+            if req.path in PUBLIC_PATHS:
+                return await self._route(req)
+            user = req.user = self.access.authenticate(req)
+            self.access.authorize(req, user)
+            if self.access.serves(req.path):
+                return self.access.handle(req, user)
+            token_request = _token_request(req.path)
+            if token_request is not None:
+                return self.access.token_request(req, user, *token_request)
             return await self._route(req)
         except ApiError as err:
             return self._error(err)
@@ -163,15 +191,6 @@ class ApiServer:
     def _error(err: ApiError) -> Response:
         headers = [("Retry-After", str(err.retry_after))] if err.retry_after else []
         return Response(err.status, status_bytes(err), headers=headers)
-
-    def _authenticate(self, req: Request) -> str:
-        header = req.headers.get("authorization") or ""
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token:
-            for known, user in self._tokens.items():
-                if hmac.compare_digest(known.encode(), token.strip().encode()):
-                    return user
-        raise Unauthenticated("Unauthorized: a valid bearer token is required")
 
     async def _route(self, req: Request) -> Response | StreamingResponse:
         if req.path in ("/healthz", "/livez"):
