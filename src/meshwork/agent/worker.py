@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshwork.agent import runtime
-from meshwork.agent.api import PODS
+from meshwork.agent.api import PODS, SERVICEACCOUNTS
 from meshwork.agent.images import REASON_NOT_FOUND
 from meshwork.agent.runtime import Instance, Process
 from meshwork.core.podenv import container_env, expand_command
@@ -130,6 +130,7 @@ class PodWorker:
         self.task: asyncio.Task[None] | None = None
         self._last_status: dict[str, Any] | None = None
         self._last_fingerprint: tuple[object, ...] | None = None
+        self._unlink_after_report: list[tuple[Path, int]] = []  # exited instances, until reported
         self._status_dirty = asyncio.Event()
         self._status_task: asyncio.Task[None] | None = None
         self._probe_tasks: set[asyncio.Task[None]] = set()
@@ -141,6 +142,7 @@ class PodWorker:
         self.shutdown = False  # the agent is stopping: stop the pod but keep its object
         self.done = asyncio.Event()
         self._mount_problem: str | None = None  # the last FailedMount message reported
+        self.token_dir: Path | None = None  # the mounted ServiceAccount token's dir, if any
 
     # -- inputs from the agent --------------------------------------------------
 
@@ -204,6 +206,34 @@ class PodWorker:
             log.info("pod %s/%s: re-adopted container %s (pid %d)", self.ns, self.name, run.spec.name, proc.pid)
             self._attach(run, proc, inst.started_at, adopted=True)
         self._write_volumes()
+        await self._mount_service_account_token()
+
+    async def _mount_service_account_token(self) -> None:
+        """The ServiceAccount token volume (see ``agent.satoken``); retried until it works, as a FailedMount."""
+        from meshwork.agent import satoken
+
+        sa_name = self.pod.spec.service_account_name or "default"
+        reported = False
+        while not (self.gone or self.shutdown or self.pod.metadata.deletion_timestamp):
+            try:
+                sa = await self.agent.api.get(SERVICEACCOUNTS, self.ns, sa_name)
+                if not satoken.wants_token(self.pod, sa):
+                    return
+                token = await satoken.request_token(self.agent.api, self.pod)
+                root_ca = self.agent.sources.config_maps(self.ns).get("kube-root-ca.crt")
+                ca = ((root_ca.data or {}).get("ca.crt", "") if root_ca is not None else "").encode()
+                self.token_dir = satoken.write_mount(self.dir, self.ns, token, ca)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not reported:
+                    self.event("Warning", "FailedMount", f'MountVolume.SetUp failed for volume "{satoken.VOLUME}" : '
+                               f'failed to fetch token for ServiceAccount "{sa_name}": {exc}')  # fmt: skip
+                    reported = True
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), 1.0)
 
     def _restore_counts(self) -> None:
         """restartCount and lastState survive an agent restart through the pod's status.
@@ -481,7 +511,10 @@ class PodWorker:
         code = fut.result()
         oom = self.agent.oom_killed(proc.pid, run.spec, f"{self.uid}-{run.spec.name}")
         self.agent.unwatch_group(proc.pid)
-        self._instance_path(run.spec.name).unlink(missing_ok=True)
+        # The instance file (with its exit file) goes once a status with this exit is
+        # written: an agent restarted before that reads the exit from it instead of
+        # taking the container for one still running, and starting it again.
+        self._unlink_after_report.append((self._instance_path(run.spec.name), proc.pid))
         self.agent.close_logs(run.logs)
         run.logs = None
         run.proc = None
@@ -803,24 +836,35 @@ class PodWorker:
         return (self.phase, self.ip, runs, conds)
 
     async def _flush_status(self) -> None:
+        reported, self._unlink_after_report = self._unlink_after_report, []
         fingerprint = self._fingerprint()
         if fingerprint == self._last_fingerprint:
+            self._unlink_reported(reported)
             return
         wire = self.status()
         comparable = {k: v for k, v in wire.items() if k != "conditions"}
         comparable["conditions"] = [(c["type"], c["status"], c.get("reason")) for c in wire["conditions"]]
         if comparable == self._last_status:
+            self._unlink_reported(reported)
             return
         try:
             updated = await self.agent.api.patch_status(PODS, self.ns, self.name, {"status": wire})
         except Exception as exc:  # the server is away or the pod is gone: the next change retries
             log.debug("pod %s/%s: status write failed: %s", self.ns, self.name, exc)
+            self._unlink_after_report[:0] = reported
             await asyncio.sleep(0.5)
             self._status_dirty.set()
             return
+        self._unlink_reported(reported)
         self._last_status = comparable
         self._last_fingerprint = fingerprint
         del updated  # the watch brings the new object, in order with every other change
+
+    def _unlink_reported(self, reported: list[tuple[Path, int]]) -> None:
+        for path, pid in reported:
+            inst = Instance.load(path)
+            if inst is not None and inst.pid == pid:  # not a newer instance started since
+                path.unlink(missing_ok=True)
 
     def event(self, type_: str, reason: str, message: str) -> None:
         self.agent.record_event(self.pod, type_, reason, message)

@@ -28,7 +28,7 @@ from meshwork.cli.commands import namespace_option
 from meshwork.cli.context import error, reports_errors, session
 from meshwork.cli.printers import tabwrite
 from meshwork.client import Client
-from meshwork.core.meshsnapshot import CLUSTER_DOMAIN, proxy_id
+from meshwork.core.meshsnapshot import CLUSTER_DOMAIN, proxy_id, redact_credentials
 from meshwork.errors import NotFound
 
 API = "/apis/mesh.meshwork.io/v1"
@@ -373,7 +373,8 @@ def proxy_config_cmd(section: str, pod: str, namespace: str | None, output: str 
 
     Computed from the snapshot the control plane sends that pod's proxy now.
     """
-    snap = snapshot_for(session().client(), pod, session().namespace(namespace))
+    # A gateway's credentials (Secrets' keys) are never printed, whatever the server sent.
+    snap = redact_credentials(snapshot_for(session().client(), pod, session().namespace(namespace)))
     if output == "raw":
         click.echo(json.dumps(snap, indent=2))
         return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -53,4 +54,59 @@ def why_cmd(from_pod: str, url: str, namespace: str | None, method: str, headers
     click.echo(f"from {from_pod}.{ns} (config version {snap.get('version', '?')})")
     for line in result.lines:
         click.echo(line)
-    click.echo(f"verdict: {result.verdict}")
+    verdict = result.verdict
+    if result.decision is not None and result.decision.cluster is not None:
+        allowed, lines = _authorization(sess.client(), snap, result.decision.cluster, req)
+        for line in lines:
+            click.echo(line)
+        if not allowed:
+            verdict = "denied"
+    click.echo(f"verdict: {verdict}")
+
+
+def _authorization(client: Any, snap: dict[str, Any], cluster: Any, req: Any) -> tuple[bool, list[str]]:
+    """What the destination's sidecar decides: its guard (proxy.guard) over this request, as it would see it."""
+    from meshwork.cli.mesh import snapshot_for
+    from meshwork.core.mesh.why import explain_authorization
+    from meshwork.core.security.attributes import RequestAttributes
+    from meshwork.core.security.pathnorm import PathRejected, normalize_target
+    from meshwork.proxy.guard import GuardRejected, compile_guard
+
+    if not cluster.endpoints or not cluster.endpoints[0].name:
+        return True, []
+    endpoint = cluster.endpoints[0]
+    namespace = cluster.host.split(".")[1] if cluster.host.count(".") >= 2 else str(snap.get("proxy", {}).get("namespace"))
+    where = f"{endpoint.name}.{namespace}"
+    try:
+        dest = snapshot_for(client, endpoint.name, namespace)
+        guard = compile_guard(dest)
+    except GuardRejected as exc:
+        return True, [f"authorization at {where}: its proxy refuses the policies: {exc}"]
+    except MeshworkError:
+        return True, []
+    if guard is None:
+        return True, [f"authorization at {where}: no AuthorizationPolicy or RequestAuthentication applies"]
+    normal = normalize_target(req.path, guard.options)
+    if isinstance(normal, PathRejected):
+        return False, [f"path {req.path!r} refused by {where}'s proxy: {normal.status} {normal.reason}"]
+    source = snap.get("proxy") or {}
+    meshed = endpoint.labels.get("security.istio.io/tlsMode") == "istio"
+    principal = (f"{dest.get('domain') or 'cluster.local'}/ns/{source.get('namespace')}/sa/"
+                 f"{source.get('serviceAccount') or 'default'}") if meshed else None  # fmt: skip
+    headers = {**req.headers, "host": req.authority}
+    claims: dict[str, Any] = {}
+    request_principal = None
+    if guard.authn is not None:
+        import time
+
+        authn = guard.authn.authenticate(headers, normal.query, now=time.time())
+        if not authn.ok:
+            return False, [f"authentication at {where}: 401 {authn.error}"]
+        request_principal, claims = authn.principal, dict(authn.claims)
+    attrs = RequestAttributes(
+        method=req.method, host=req.authority, path=normal.path, headers=headers,
+        source_ip=str(source.get("ip") or "") or None, source_principal=principal,
+        request_principal=request_principal, claims=claims, destination_ip=endpoint.address,
+        destination_port=endpoint.port,
+    )  # fmt: skip
+    return explain_authorization(where, guard.authorizer, attrs)

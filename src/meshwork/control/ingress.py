@@ -21,6 +21,9 @@ NAMESPACE = "istio-system"
 NAME = "istio-ingressgateway"
 LABELS = {"app": NAME, "istio": "ingressgateway"}
 DEFAULT_PORTS = ((80, 8080, "http2"), (443, 8443, "https"))
+# Istio's name for the gateway's ServiceAccount: its mesh identity is
+# spiffe://<trust-domain>/ns/istio-system/sa/istio-ingressgateway-service-account.
+SERVICE_ACCOUNT = "istio-ingressgateway-service-account"
 
 
 def parse_ports(text: str) -> tuple[tuple[int, int, str], ...]:
@@ -44,7 +47,7 @@ def manifests(host: str, ports: tuple[tuple[int, int, str], ...]) -> list[dict[s
             "replicas": 1, "selector": {"matchLabels": dict(LABELS)},
             "template": {
                 "metadata": {"labels": {**LABELS, "sidecar.istio.io/inject": "false"}},
-                "spec": {"containers": [{
+                "spec": {"serviceAccountName": SERVICE_ACCOUNT, "containers": [{
                     "name": "istio-proxy", "image": "meshwork/proxyv2",
                     "args": ["--role", "gateway", "--listen-host", host, "--ports", mapping,
                              "--labels", ",".join(f"{k}={v}" for k, v in LABELS.items())],
@@ -62,7 +65,9 @@ def manifests(host: str, ports: tuple[tuple[int, int, str], ...]) -> list[dict[s
         "spec": {"type": "LoadBalancer", "selector": dict(LABELS),
                  "ports": [{"name": n, "port": p, "targetPort": t, "protocol": "TCP"} for p, t, n in ports]},
     }  # fmt: skip
-    return [deployment, service]
+    account = {"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE, "labels": dict(LABELS)}}  # fmt: skip
+    return [account, deployment, service]
 
 
 async def ensure_ingress_gateway(objects: Objects, host: str, ports: tuple[tuple[int, int, str], ...]) -> None:

@@ -16,6 +16,17 @@ What lives here: ``PushServer``, mounted in the API server under
   proxy has acknowledged config that reflects the store at revision R or
   later; with a timeout, the answer waits until they all have, or one
   refused it, or the time ran out (``meshwork apply``'s convergence line).
+* ``POST proxies/{id}/certificate``, ``GET certificates``, ``POST
+  certificates/rotate-root``: the CA's endpoints, answered by
+  ``meshwork.control.api.certs`` when the server runs a CA (``certs``).
+
+A gateway's snapshot carries the Secrets its Gateways name (``credentials``,
+followed like the Gateways: a Secret's change refreshes gateway proxies only);
+``?once=1`` shows them redacted.
+
+Every snapshot also carries the CA's ``trustBundle`` and ``caGeneration``,
+read from the ConfigMap the CA publishes (``istio-system/istio-ca-root-cert``);
+a change to it is a new snapshot for every proxy.
 
 How a change reaches a proxy: the watch cache calls ``_on_event``
 synchronously for every write. Events about Services, Endpoints, the pods
@@ -41,16 +52,20 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshwork.control.api.cache import CachedEvent, WatchCache
 from meshwork.control.api.objects import now_rfc3339
+from meshwork.control.jwks import JwksCache
 from meshwork.core import meshsnapshot as ms
 from meshwork.errors import BadRequest, MethodNotAllowed, NotFound
 from meshwork.httpd import Request, Response, StreamingResponse
 from meshwork.model.codec import decode_json
+
+if TYPE_CHECKING:
+    from meshwork.control.api.certs import CertificateService
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +82,24 @@ MAX_NACK_MESSAGE = 4096
 SERVICES = "services"
 ENDPOINTS = "endpoints"
 PODS = "pods"
+# Secrets: a gateway's snapshot carries those its Gateways name as credentialName (``credentials``).
+SECRETS = "secrets"
+CREDENTIALS = "credentials"
 CONFIG_RESOURCES = {
     "virtualservices.networking.istio.io": "virtualServices",
     "destinationrules.networking.istio.io": "destinationRules",
     "serviceentries.networking.istio.io": "serviceEntries",
     "gateways.networking.istio.io": "gateways",
     "proxyplugins.meshwork.io": "proxyPlugins",
+    "peerauthentications.security.istio.io": "peerAuthentications",
+    "requestauthentications.security.istio.io": "requestAuthentications",
+    "authorizationpolicies.security.istio.io": "authorizationPolicies",
 }
+
+# The CA's published trust bundle (Istio's ConfigMap name and key) and generation annotation.
+CA_BUNDLE_KEY = "configmaps/istio-system/istio-ca-root-cert"
+CA_BUNDLE_DATA = "root-cert.pem"
+CA_GENERATION_ANNOTATION = "mesh.meshwork.io/ca-generation"
 
 NsName = tuple[str, str]
 
@@ -133,8 +159,21 @@ class ProxyState:
         }
 
 
-def _digest(proxy: ms.Proxy, body: ms.Body) -> str:
-    return f"{body.digest}:{proxy!r}"
+def _digest(proxy: ms.Proxy, body: ms.Body, mesh: dict[str, Any]) -> str:
+    return f"{body.digest}:{proxy!r}:{mesh.get('caGeneration')}:{hash(mesh.get('trustBundle'))}"
+
+
+def _mesh_security(cache: WatchCache) -> dict[str, Any]:
+    """``trustBundle`` and ``caGeneration`` from the CA's ConfigMap (empty when no CA published one)."""
+    item = cache.get(CA_BUNDLE_KEY)
+    if item is None:
+        return {}
+    annotations = (item.obj.get("metadata") or {}).get("annotations") or {}
+    try:
+        generation = int(annotations.get(CA_GENERATION_ANNOTATION) or 0)
+    except ValueError:
+        generation = 0
+    return {"trustBundle": str((item.obj.get("data") or {}).get(CA_BUNDLE_DATA) or ""), "caGeneration": generation}
 
 
 class PushServer:
@@ -143,7 +182,7 @@ class PushServer:
     def __init__(self, cache: WatchCache, *, debounce: float = DEBOUNCE_S) -> None:
         self._cache = cache
         self._debounce = debounce
-        self._entries: dict[str, dict[NsName, ms.Entry]] = {kind: {} for kind in ("services", *CONFIG_RESOURCES.values())}
+        self._entries: dict[str, dict[NsName, ms.Entry]] = {kind: {} for kind in ("services", CREDENTIALS, *CONFIG_RESOURCES.values())}
         self._pods_of_service: dict[NsName, set[NsName]] = {}
         self._services_of_pod: dict[NsName, set[NsName]] = {}
         self._proxies: dict[str, ProxyState] = {}
@@ -156,18 +195,26 @@ class PushServer:
         self._last_flush = 0.0
         self._changed = asyncio.Event()  # pulsed on every ACK, NACK, flush and (dis)connect
         self.flushes = 0
+        self._mesh: dict[str, Any] = {}  # trustBundle, caGeneration: the same for every proxy
+        self._mesh_dirty = False
+        self.certs: CertificateService | None = None  # the CA's endpoints, when the server runs one
+        self.jwks = JwksCache(self._jwks_changed)  # RequestAuthentications' jwksUri documents
+        self._jwks_dirty = False
 
     async def start(self) -> None:
         """Build every entry from the cache and follow its changes."""
         for item in self._cache.list(SERVICES):
             self._dirty.add(("services", _split_key(item.key)[1]))
-        for resource, kind in CONFIG_RESOURCES.items():
+        for resource, kind in (*CONFIG_RESOURCES.items(), (SECRETS, CREDENTIALS)):
             for item in self._cache.list(resource):
                 self._dirty.add((kind, _split_key(item.key)[1]))
+        self._mesh = _mesh_security(self._cache)
         self._cache.add_listener(self._on_event)
+        self.jwks.start()
         self._flush()
 
     async def close(self) -> None:
+        await self.jwks.close()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         for state in self._proxies.values():
@@ -183,6 +230,10 @@ class PushServer:
             self._dirty.add(("services", ident))
         elif resource in CONFIG_RESOURCES:
             self._dirty.add((CONFIG_RESOURCES[resource], ident))
+        elif event.key == CA_BUNDLE_KEY:
+            self._mesh_dirty = True
+        elif resource == SECRETS:  # perhaps a gateway's credential: only gateways are refreshed
+            self._dirty.add((CREDENTIALS, ident))
         elif resource == PODS:
             services = self._services_of_pod.get(ident)
             if services:
@@ -219,6 +270,11 @@ class PushServer:
         revision = self._cache.revision
         try:
             everywhere, namespaces, gateways_changed = self._apply_dirty()
+            if self._mesh_dirty:
+                self._mesh_dirty = False
+                mesh = _mesh_security(self._cache)
+                everywhere = everywhere or mesh != self._mesh
+                self._mesh = mesh
             for state in list(self._proxies.values()):
                 pod_changed = (state.proxy.namespace, state.proxy.pod) in self._dirty_pods
                 if pod_changed:
@@ -237,7 +293,9 @@ class PushServer:
     def _apply_dirty(self) -> tuple[bool, set[str], bool]:
         """Recompute dirty entries; (visible everywhere?, namespaces touched, gateways changed?)."""
         everywhere, namespaces, gateways_changed = False, set[str](), False
-        if not self._dirty:
+        if self._jwks_dirty:  # new keys for a jwksUri: the index is rebuilt with them
+            self._jwks_dirty, everywhere = False, True
+        elif not self._dirty:
             return everywhere, namespaces, gateways_changed
         dirty, self._dirty = self._dirty, set()
         for kind, ident in dirty:
@@ -250,7 +308,7 @@ class PushServer:
                 table[ident] = new
             if old == new:
                 continue
-            if kind == "gateways":
+            if kind in ("gateways", CREDENTIALS):
                 gateways_changed = True
                 continue
             for e in (old, new):
@@ -264,11 +322,23 @@ class PushServer:
             table = self._entries[kind]
             return [table[k] for k in sorted(table)]
 
-        self._index = ms.MeshIndex(
+        self._index = self._new_index(ordered)
+        return everywhere, namespaces, gateways_changed
+
+    def _new_index(self, ordered: Callable[[str], list[ms.Entry]]) -> ms.MeshIndex:
+        request_authns = ordered("requestAuthentications")
+        self.jwks.want(ms.jwks_uris(e.body for e in request_authns))
+        return ms.MeshIndex(
             ordered("services"), ordered("virtualServices"), ordered("destinationRules"),
             ordered("serviceEntries"), ordered("gateways"), ordered("proxyPlugins"),
+            ordered("peerAuthentications"), request_authns, ordered("authorizationPolicies"),
+            self.jwks.documents(), ordered(CREDENTIALS),
         )
-        return everywhere, namespaces, gateways_changed
+
+    def _jwks_changed(self) -> None:
+        """A jwksUri's keys changed: every proxy that names it gets them (a rebuilt index, a flush)."""
+        self._jwks_dirty = True
+        self._schedule()
 
     def _service_entry(self, ident: NsName) -> ms.Entry | None:
         ns, name = ident
@@ -295,6 +365,9 @@ class PushServer:
         return ms.Entry(base.namespace, base.name, base.export_to, ms.service_view(svc.obj, eps, pod_objs))
 
     def _config_entry(self, kind: str, ident: NsName) -> ms.Entry | None:
+        if kind == CREDENTIALS:
+            secret = self._cache.get(f"{SECRETS}/{ident[0]}/{ident[1]}")
+            return ms.credential_entry(secret.obj) if secret is not None else None
         resource = next(r for r, k in CONFIG_RESOURCES.items() if k == kind)
         item = self._cache.get(f"{resource}/{ident[0]}/{ident[1]}")
         return ms.entry(item.obj) if item is not None else None
@@ -308,12 +381,12 @@ class PushServer:
         """Send ``state`` a new snapshot, built at store ``revision``, if what it sees changed."""
         state.key = self._index.key_for(state.proxy)
         body = self._index.body(state.key)
-        digest = _digest(state.proxy, body)
+        digest = _digest(state.proxy, body, self._mesh)
         if digest == state.digest:
             return
         state.digest = digest
         state.sent_version = str(revision)
-        data = ms.snapshot_bytes(state.proxy, state.sent_version, body, revision) + b"\n"
+        data = ms.snapshot_bytes(state.proxy, state.sent_version, body, revision, self._mesh) + b"\n"
         for stream in state.streams:
             stream.push(data)
 
@@ -333,6 +406,10 @@ class PushServer:
         if parts == ["convergence"]:
             self._only(req, "GET")
             return _json(200, await self._convergence(req))
+        if parts[0] == "certificates" or (len(parts) == 3 and parts[0] == "proxies" and parts[2] == "certificate"):
+            if self.certs is None:
+                raise NotFound("this server runs no certificate authority")
+            return await self.certs.handle(req, parts)
         if len(parts) == 3 and parts[0] == "proxies" and parts[2] in ("config", "ack"):
             ident = parts[1]
             try:
@@ -365,7 +442,10 @@ class PushServer:
             proxy = state.proxy if state is not None else self._proxy(ident, labels)
             body = self._index.body(self._index.key_for(proxy))
             version = state.sent_version if state is not None and state.sent_version else str(self.current_through)
-            return Response(200, ms.snapshot_bytes(proxy, version, body, int(version)))
+            data = ms.snapshot_bytes(proxy, version, body, int(version), self._mesh)
+            if "credentials" in body.doc:  # a one-off read is for people: key material stays on the stream
+                data = json.dumps(ms.redact_credentials(json.loads(data)), separators=(",", ":")).encode()
+            return Response(200, data)
         held = (req.query.get("version") or [""])[0]
         state = self._proxies.get(ident)
         if state is None:
@@ -380,7 +460,7 @@ class PushServer:
         if held != state.sent_version:
             body = self._index.body(state.key)
             version = state.sent_version or str(self.current_through)
-            stream.push(ms.snapshot_bytes(state.proxy, version, body, int(version)) + b"\n")
+            stream.push(ms.snapshot_bytes(state.proxy, version, body, int(version), self._mesh) + b"\n")
         self._pulse()
         return StreamingResponse(200, self._stream(ident, state, stream), content_type="application/x-ndjson")
 
@@ -453,6 +533,10 @@ class PushServer:
             timeout = min(float(raw_timeout), MAX_CONVERGENCE_WAIT_S)
         except ValueError:
             raise BadRequest("after is a store resourceVersion and timeoutSeconds a number") from None
+        return await self.wait_converged(after, timeout)
+
+    async def wait_converged(self, after: int, timeout: float) -> dict[str, Any]:
+        """The convergence report for ``after`` once every connected proxy converged or refused, or at ``timeout``."""
         deadline = time.monotonic() + max(timeout, 0.0)
         while True:
             report = self.convergence(after)

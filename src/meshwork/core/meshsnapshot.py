@@ -14,6 +14,10 @@ What lives here:
 * ``service_view``: one Service as proxies see it, with the endpoints of its
   ready addresses, each carrying its pod's labels, service account and node
   (not-ready addresses are left out, as istiod leaves them out by default);
+* gateway credentials: the Secrets a gateway's Gateways name in
+  ``credentialName`` (and ``<name>-cacert``), from the gateway's own
+  namespace, go in that gateway's snapshot only (``credentials``), never in
+  a sidecar's; ``redact_credentials`` is what may be shown of them;
 * ``MeshIndex``: every visible-able object of one moment, and the snapshot
   body for a *visibility key* computed once and shared by every proxy with
   that key (every sidecar of a namespace sees the same thing), already
@@ -42,7 +46,12 @@ _ROLE_PREFIX: dict[str, Role] = {"sidecar": "sidecar", "router": "gateway"}
 _PREFIX_OF: dict[Role, str] = {"sidecar": "sidecar", "gateway": "router"}
 
 # The keys of a snapshot body, in the order they are written.
-CONFIG_KINDS = ("virtualServices", "destinationRules", "serviceEntries", "gateways", "proxyPlugins")
+CONFIG_KINDS = (
+    "virtualServices", "destinationRules", "serviceEntries", "gateways", "proxyPlugins",
+    "peerAuthentications", "requestAuthentications", "authorizationPolicies",
+)
+# Istio's root namespace: its security policies apply to every workload of the mesh.
+ROOT_NAMESPACE = "istio-system"
 
 Wire = Mapping[str, Any]
 
@@ -324,6 +333,15 @@ class MeshIndex:
     gateways: Sequence[Entry] = ()
     # meshwork's ProxyPlugins: those of the proxy's own namespace; the proxy applies their selectors.
     proxy_plugins: Sequence[Entry] = ()
+    # Security policies. PeerAuthentications go to every proxy: a client decides
+    # whether to speak mTLS from the server's mode (Istio's auto mTLS). The other
+    # two go to the proxies of their namespace and, from the root namespace, to all.
+    peer_authentications: Sequence[Entry] = ()
+    request_authentications: Sequence[Entry] = ()
+    authorization_policies: Sequence[Entry] = ()
+    jwks: Mapping[str, str] = field(default_factory=dict)  # jwksUri -> the control plane's last good document
+    # Secrets as gateway credentials (``credential_entry``); only a gateway gets those its Gateways name.
+    credentials: Sequence[Entry] = ()
     _bodies: dict[VisibilityKey, Body] = field(default_factory=dict, repr=False)
 
     def key_for(self, proxy: Proxy) -> VisibilityKey:
@@ -357,6 +375,20 @@ class MeshIndex:
         plugins = [e.body for e in self.proxy_plugins if e.namespace == namespace]
         if plugins:  # only then, so snapshots without plugins stay as they were
             doc["proxyPlugins"] = plugins
+        own = (namespace, ROOT_NAMESPACE)
+        security = {
+            "peerAuthentications": [e.body for e in self.peer_authentications],
+            "requestAuthentications": [e.body for e in self.request_authentications if e.namespace in own],
+            "authorizationPolicies": [e.body for e in self.authorization_policies if e.namespace in own],
+        }
+        doc.update({k: v for k, v in security.items() if v})  # absent when empty, like proxyPlugins
+        uris = sorted(jwks_uris(security["requestAuthentications"]))
+        if uris:
+            doc["jwks"] = {u: self.jwks[u] for u in uris if u in self.jwks}
+        if gateway_keys:
+            creds = gateway_credentials(doc["gateways"], namespace, self.credentials)
+            if creds:
+                doc["credentials"] = creds
         raw = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()[1:-1]
         return Body(doc, raw, hashlib.blake2b(raw, digest_size=16).hexdigest())
 
@@ -365,16 +397,78 @@ class MeshIndex:
         return {"version": version, "proxy": proxy.wire(), **self.body(self.key_for(proxy)).doc}
 
 
-def snapshot_bytes(proxy: Proxy, version: str, body: Body, revision: int | None = None) -> bytes:
+def snapshot_bytes(
+    proxy: Proxy, version: str, body: Body, revision: int | None = None, mesh: Mapping[str, Any] | None = None
+) -> bytes:
     """One snapshot as compact JSON, sharing the body's serialised bytes.
 
-    ``revision`` is the store revision it was built from (for convergence reports).
+    ``revision`` is the store revision it was built from (for convergence reports);
+    ``mesh`` holds the members every proxy gets alike (``trustBundle``, ``caGeneration``).
     """
-    head: dict[str, Any] = {"version": version, "proxy": proxy.wire()}
+    head: dict[str, Any] = {"version": version, "proxy": proxy.wire(), **(mesh or {})}
     if revision is not None:
         head["revision"] = str(revision)
     encoded = json.dumps(head, separators=(",", ":"), sort_keys=True).encode()
     return encoded[:-1] + b"," + body.raw + b"}"
+
+
+def jwks_uris(request_authentications: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The ``jwksUri`` of every jwtRule of these RequestAuthentications (wire objects)."""
+    found: set[str] = set()
+    for ra in request_authentications:
+        for rule in (ra.get("spec") or {}).get("jwtRules") or ():
+            uri = rule.get("jwksUri") if isinstance(rule, Mapping) else None
+            if isinstance(uri, str) and uri and not rule.get("jwks"):
+                found.add(uri)
+    return found
+
+
+# -- gateway credentials (Secrets named by Gateway servers' credentialName) ------------------------
+
+# Istio: the client CA of a MUTUAL server may live in a second Secret named "<credentialName>-cacert".
+CA_SECRET_SUFFIX = "-cacert"
+CREDENTIAL_PREFIX = "kubernetes://"
+
+
+def credential_entry(secret: Wire) -> Entry:
+    """A Secret as the index holds it: its ``data`` (base64 values) and nothing else."""
+    meta = secret.get("metadata") or {}
+    data = {str(k): str(v) for k, v in (secret.get("data") or {}).items()}
+    return Entry(str(meta.get("namespace") or "default"), str(meta.get("name")), ("~",), {"data": data})
+
+
+def credential_names(gateways: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The Secret names these Gateways' servers refer to, with their ``-cacert`` companions."""
+    names: set[str] = set()
+    for gw in gateways:
+        for server in (gw.get("spec") or {}).get("servers") or ():
+            tls = server.get("tls") or {} if isinstance(server, Mapping) else {}
+            for name in [tls.get("credentialName"), *(tls.get("credentialNames") or ())]:
+                if isinstance(name, str) and name:
+                    name = name.removeprefix(CREDENTIAL_PREFIX)
+                    names.update((name, name + CA_SECRET_SUFFIX))
+    return names
+
+
+def gateway_credentials(
+    gateways: Iterable[Mapping[str, Any]], namespace: str, secrets: Iterable[Entry]
+) -> dict[str, dict[str, str]]:
+    """``{name: data}`` of the Secrets in the gateway proxy's ``namespace`` its Gateways name (Istio
+    reads a gateway's credentials from the gateway workload's own namespace)."""
+    wanted = credential_names(gateways)
+    return {e.name: dict(e.body["data"]) for e in secrets if e.namespace == namespace and e.name in wanted}
+
+
+REDACTED = "<redacted>"
+
+
+def redact_credentials(snapshot: Mapping[str, Any]) -> dict[str, Any]:
+    """``snapshot`` with each credential's values replaced by ``<redacted>`` (keys kept): what may be shown."""
+    creds = snapshot.get("credentials")
+    if not isinstance(creds, Mapping):
+        return dict(snapshot)
+    shown = {name: dict.fromkeys(data, REDACTED) for name, data in creds.items() if isinstance(data, Mapping)}
+    return {**snapshot, "credentials": shown}
 
 
 def build_index(
@@ -386,6 +480,11 @@ def build_index(
     service_entries: Iterable[Wire] = (),
     gateways: Iterable[Wire] = (),
     proxy_plugins: Iterable[Wire] = (),
+    peer_authentications: Iterable[Wire] = (),
+    request_authentications: Iterable[Wire] = (),
+    authorization_policies: Iterable[Wire] = (),
+    jwks: Mapping[str, str] | None = None,
+    secrets: Iterable[Wire] = (),
 ) -> MeshIndex:
     """A MeshIndex from wire objects (everything recomputed; the push server reuses entries instead)."""
     pod_map = {
@@ -411,4 +510,9 @@ def build_index(
         sort(entry(o) for o in service_entries),
         sort(entry(o) for o in gateways),
         sort(entry(o) for o in proxy_plugins),
+        sort(entry(o) for o in peer_authentications),
+        sort(entry(o) for o in request_authentications),
+        sort(entry(o) for o in authorization_policies),
+        dict(jwks or {}),
+        sort(credential_entry(o) for o in secrets),
     )

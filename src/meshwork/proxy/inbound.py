@@ -17,7 +17,10 @@ removed before the request goes on to ``$POD_IP:<port>``:
 * no header: the pod's only such port; with none, 503
   ``no healthy upstream`` (UH); with several, 404 (NR): which one is not known;
 * a header that is not a port number, or names one of the proxy's own ports,
-  is refused with 404 (NR), never looped back into the proxy.
+  is refused with 404 (NR), never looped back into the proxy;
+* a plaintext request for an app port whose PeerAuthentication mode is
+  STRICT (``refuses_plaintext``, set when ports differ in mode and the
+  listener therefore runs PERMISSIVE) gets no answer: the connection closes.
 
 Istio's inbound side never retries and sets no timeout; neither does this.
 The cluster names carry the Service that selects this pod on that port (from
@@ -30,7 +33,7 @@ What must not live here: sockets, the event loop (the engine, ``proxy.server``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +58,8 @@ INBOUND_PORT_HEADER = b"x-meshwork-inbound-port"
 PROXY_PORTS = frozenset({15000, 15001, 15004, 15006, 15008, 15020, 15021, 15090})
 PASSTHROUGH = "InboundPassthroughClusterIpv4"
 _REMOVE = plan.HeaderEdits(remove=(INBOUND_PORT_HEADER,))
+# Status 0: the engine closes the connection without an answer (Envoy's STRICT filter chain sends none).
+_REFUSED = plan.DirectResponse(status=0, reason="plaintext request for an app port whose mTLS mode is STRICT")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +139,17 @@ def _reply(flag: str, detail: str) -> plan.DirectResponse:
 class InboundDecider:
     """Sends each request to ``pod_ip`` on the app port it names (or the only one); no retries."""
 
-    def __init__(self, pod_ip: str, ports: Iterable[AppPort], services: Mapping[int, str] | None = None) -> None:
+    def __init__(
+        self,
+        pod_ip: str,
+        ports: Iterable[AppPort],
+        services: Mapping[int, str] | None = None,
+        refuses_plaintext: Callable[[int], bool] | None = None,
+    ) -> None:
         self.pod_ip = pod_ip
+        # PeerAuthentication with ports in different modes (``proxy.meshtls``): the listener is
+        # PERMISSIVE and a plaintext request for a STRICT app port is refused here.
+        self.refuses_plaintext = refuses_plaintext
         services = services or {}
         declared = {p.port: p for p in ports}
         for port in services:  # a Service's targetPort is an app port even when not declared (as in Istio)
@@ -151,6 +165,14 @@ class InboundDecider:
         self._passthrough: dict[int, plan.Forward] = {}
 
     def decide(self, request: Request, downstream: plan.Downstream) -> plan.Plan:
+        chosen = self._decide(request)
+        if self.refuses_plaintext is not None and not downstream.tls and type(chosen) is plan.Forward:
+            endpoint = getattr(chosen.cluster, "endpoint", None)
+            if endpoint is not None and self.refuses_plaintext(endpoint.port):
+                return _REFUSED
+        return chosen
+
+    def _decide(self, request: Request) -> plan.Plan:
         wanted: bytes | None = None
         for name, value in request.headers:
             if len(name) == len(INBOUND_PORT_HEADER) and name.lower() == INBOUND_PORT_HEADER:

@@ -199,6 +199,11 @@ class LocalReplies:
     def _answer_direct(self, plan: DirectResponse) -> None:
         req = self.req
         assert req is not None
+        if plan.status == 0:  # refused without a word (plaintext for a STRICT port): just close
+            self.reason = plan.reason
+            self.close_after = True
+            self._end_exchange()
+            return
         self.status = plan.status
         self.flags = plan.flag
         self.reason = plan.reason
@@ -209,7 +214,7 @@ class LocalReplies:
             plan.status,
             plan.body,
             close=close,
-            reason=plan.reason,
+            reason="" if plan.private else plan.reason,
             headers=plan.headers,
             head_only=head_only,
         )
@@ -333,6 +338,13 @@ class LocalReplies:
 
     def shutdown(self) -> None:
         """The server is stopping: close idle connections now, others after their response."""
+        if self.req is None and self.mode == HTTP:
+            self._close()
+
+    def drain(self) -> None:
+        """This connection may no longer be used (its listener now refuses its kind): close it
+        now when idle, else after the response in flight."""
+        self.close_after = True
         if self.req is None and self.mode == HTTP:
             self._close()
 

@@ -17,6 +17,10 @@ sidecar and the others straight to the app; in a cluster mixing meshed and
 plain endpoints the plain ones get the header too and ignore it. LB and
 outlier state stay keyed by the app address (``ip:port``).
 
+Which TLS each endpoint gets (auto mTLS, DestinationRule ``tls``) is asked of
+an ``EndpointTls`` (``proxy.meshtls.OutboundMtls``, one per snapshot); a
+change of its ``key`` rebuilds the clusters' endpoints.
+
 What must not: routing policy (``core.mesh``), sockets or the event loop.
 Time comes from ``clock`` (the engine's loop clock), randomness from one
 ``random.Random`` per proxy.
@@ -29,11 +33,12 @@ import random
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from meshwork.core.http1 import Request as HttpRequest
 from meshwork.core.mesh import table as t
-from meshwork.core.mesh.lb import HashInput, LoadBalancer
+from meshwork.core.mesh.lb import Endpoint, HashInput, LoadBalancer
 from meshwork.core.mesh.outlier import OutlierDetector
 from meshwork.core.mesh.route import (
     Request,
@@ -101,15 +106,36 @@ def _with_set(edits: plan.HeaderEdits | None, extra: tuple[tuple[bytes, bytes], 
     return plan.HeaderEdits(set=edits.set + extra, add=edits.add, remove=edits.remove)
 
 
+class EndpointTls(Protocol):
+    """Which address and TLS reach an endpoint (``proxy.meshtls.OutboundMtls``: auto mTLS, DestinationRule tls).
+
+    ``key`` changes whenever an answer could: clusters are then rebuilt.
+    """
+
+    @property
+    def key(self) -> str: ...
+
+    def endpoint(self, cluster: t.Cluster, ep: Endpoint, via_sidecar: bool) -> plan.Endpoint: ...
+
+
 class ClusterState:
     """The live side of one cluster: balancer and outlier detection, kept across snapshots."""
 
-    def __init__(self, spec: t.Cluster, rng: random.Random, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, spec: t.Cluster, rng: random.Random, clock: Callable[[], float], tls: EndpointTls | None = None
+    ) -> None:
         self.rng, self.clock = rng, clock
         self.outlier: OutlierDetector | None = None
+        self.tls = tls
         self.update(spec)
 
-    def update(self, spec: t.Cluster) -> None:
+    @property
+    def tls_key(self) -> str:
+        return self.tls.key if self.tls is not None else ""
+
+    def update(self, spec: t.Cluster, tls: EndpointTls | None = None) -> None:
+        if tls is not None:
+            self.tls = tls
         self.spec = spec
         self.name = spec.name
         self.limits = _limits(spec)
@@ -126,7 +152,10 @@ class ClusterState:
         self._keys: dict[plan.Endpoint, str] = {}  # the address we connect to -> the LB / outlier key
         for ep in spec.endpoints:
             via_sidecar = inbound is not None and ep.port == inbound and ep.labels.get(MESHED_LABEL) == "istio"
-            target = plan.Endpoint(ep.address, INBOUND_PORT if via_sidecar else ep.port)
+            if self.tls is not None:
+                target = self.tls.endpoint(spec, ep, via_sidecar)
+            else:
+                target = plan.Endpoint(ep.address, INBOUND_PORT if via_sidecar else ep.port)
             self.endpoints[ep.key] = target
             self._keys[target] = ep.key
         self.inbound_edits = (
@@ -250,6 +279,7 @@ class MeshDecider:
         listener_port: int | None = None,
         tracing: Tracing | None = None,
         plugins: list[Plugin] | None = None,
+        tls: EndpointTls | None = None,
     ) -> None:
         self.table = table
         self.tracing = tracing
@@ -263,9 +293,9 @@ class MeshDecider:
             live.add(name)
             state = self.states.get(name)
             if state is None:
-                self.states[name] = ClusterState(spec, self.rng, clock)
-            elif state.spec != spec:
-                state.update(spec)
+                self.states[name] = ClusterState(spec, self.rng, clock, tls)
+            elif state.spec != spec or (tls is not None and state.tls_key != tls.key):
+                state.update(spec, tls)
         for gone in [n for n in self.states if n not in live]:
             del self.states[gone]
         self._retry_cache: dict[int, plan.RetryPolicy] = {}

@@ -242,9 +242,12 @@ class DirectResponse:
     body: bytes = b""
     headers: tuple[tuple[bytes, bytes], ...] = ()
     flag: str = ""
-    reason: str = ""  # sent as x-meshwork-reason when set
+    reason: str = ""  # sent as x-meshwork-reason when set (and logged)
     route: str = ""
     cluster: str = ""  # the destination the route names (a fault abort's metrics report it)
+    # Security refusals (401, 403, 400 on a path): the reason names policies, so it goes to
+    # the access log only, never to the client (Envoy logs response_code_details, sends nothing).
+    private: bool = False
 
 
 Plan = Forward | DirectResponse

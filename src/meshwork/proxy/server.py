@@ -31,7 +31,7 @@ from collections.abc import Callable, Coroutine
 from typing import IO, TYPE_CHECKING, Any
 
 from meshwork.proxy.observe import ConnectionInfo, Observer, Observers, RequestInfo
-from meshwork.proxy.plan import Cluster, Decider
+from meshwork.proxy.plan import Cluster, Decider, Downstream
 from meshwork.proxy.tcp import TcpProxy
 from meshwork.proxy.tlslisten import TlsListener
 from meshwork.proxy.upstream import Pool
@@ -218,6 +218,15 @@ class HttpProxy:
         if self.access_log is not None:
             self.access_log.flush()
         self._tick = self.loop.call_later(SWEEP_SECONDS, self._sweep)
+
+    def drain(self, which: Callable[[Downstream], bool]) -> int:
+        """Close the client connections ``which`` picks: idle ones now, busy ones after their
+        response (Envoy drains connections of a filter chain a listener update removed). Returns
+        how many were picked."""
+        picked = [conn for conn in self.conns if which(conn.downstream)]
+        for conn in picked:
+            conn.drain()
+        return len(picked)
 
     async def close(self, grace: float = 5.0) -> None:
         """Stop accepting, close idle connections, give in-flight exchanges ``grace`` seconds."""

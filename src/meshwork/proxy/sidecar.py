@@ -38,12 +38,22 @@ import httptools
 from meshwork.core.mesh.compile import compile_snapshot
 from meshwork.core.mesh.snapshot import snapshot_from_wire
 from meshwork.proxy.admin import AdminServer
-from meshwork.proxy.inbound import INBOUND_PORT, AppPort, InboundDecider, services_from_snapshot
+from meshwork.proxy.gatewaytls import GatewayTls
+from meshwork.proxy.guard import Guard, GuardedDecider, GuardRejected, compile_guard
+from meshwork.proxy.inbound import (
+    INBOUND_PORT,
+    INBOUND_PORT_HEADER,
+    AppPort,
+    InboundDecider,
+    services_from_snapshot,
+)
 from meshwork.proxy.mesh import ClusterState, MeshDecider, Tracing
+from meshwork.proxy.meshtls import InboundMtls, MeshTls, OutboundMtls, inbound_mtls, sign_over_http
 from meshwork.proxy.observe import Observer, Observers
 from meshwork.proxy.plan import Decider
 from meshwork.proxy.plugins import selected
 from meshwork.proxy.telemetry import AccessLogWriter, Directory, MeshMetrics, MetricsObserver, Peer
+from meshwork.proxy.tls import ListenerTls, TlsMode
 from meshwork.proxy.tracing import OtlpExporter, Tracer
 
 log = logging.getLogger("meshwork.proxy")
@@ -144,7 +154,14 @@ class Sidecar:
             outbound.append(self.access_log)
         self._observer = Observers(*outbound)
         self._inbound_observer: MetricsObserver | None = None
-        self._inbound_key: tuple[tuple[int, str], ...] | None = None  # what the inbound decider was built from
+        self._inbound_key: tuple[Any, ...] | None = None  # what the inbound decider was built from
+        self.guard: Guard | None = None  # this workload's security policies (proxy.guard); None: none apply
+        self.gateway_tls: GatewayTls | None = None  # a gateway's TLS listeners (proxy.gatewaytls)
+        # The proxy's mesh certificate and TLS contexts (proxy.meshtls). A gateway has one too:
+        # it originates mTLS to meshed pods (its own listeners use the Gateways' credentials).
+        self.mtls: MeshTls | None = None
+        self.mtls = MeshTls(sign_over_http(self.host, self.port, options.token, options.proxy_id))
+        self._last_raw: dict[str, Any] | None = None  # a gateway re-applies it when its certificate arrives
 
     # -- applying config -------------------------------------------------------------
 
@@ -154,17 +171,23 @@ class Sidecar:
             table = compile_snapshot(snapshot_from_wire(raw))
         except Exception as exc:  # anything wrong in a snapshot is a NACK, never a crash
             return f"{type(exc).__name__}: {exc}"
+        try:
+            self.guard = compile_guard(raw, previous=self.guard)
+        except GuardRejected as exc:
+            return str(exc)
         loop = asyncio.get_running_loop()
+        left_out: str | None = None  # a gateway's servers not served (applied all the same; reported as a NACK)
         if self.options.role == "gateway":
-            await self._gateway_listeners(table, loop)
+            left_out = await self._gateway_listeners(table, loop, await self._outbound_tls(raw, wait=False))
         else:
             try:
                 labels = dict((raw.get("proxy") or {}).get("labels") or {})
                 plugins = selected(list(raw.get("proxyPlugins") or []), labels)
             except ValueError as exc:
                 return str(exc)
+            tls = await self._outbound_tls(raw)
             decider = MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time, tracing=self.tracing,
-                                  plugins=plugins)  # fmt: skip
+                                  plugins=plugins, tls=tls)  # fmt: skip
             self.decider = decider
             pod_ip = self.options.pod_ip or self.options.listen_host
             await self._listen(OUTBOUND_PORT, decider, source=pod_ip)
@@ -173,7 +196,7 @@ class Sidecar:
         self._learn_peers(raw)
         self.applied.set()
         self.admin.mark_ready()
-        return None
+        return left_out
 
     def _learn_peers(self, raw: dict[str, Any]) -> None:
         """Who is who, for the metrics' source/destination labels (read only when scraped)."""
@@ -195,34 +218,101 @@ class Sidecar:
     async def _inbound(self, raw: dict[str, Any], pod_ip: str) -> None:
         """The inbound listener, its decider rebuilt only when the Services sending to this pod change."""
         services = services_from_snapshot(raw, pod_ip)
-        key = tuple(sorted(services.items()))
+        mtls = self._inbound_mtls(raw, services)
+        key = (tuple(sorted(services.items())), self.guard, mtls)
         if key == self._inbound_key:
             return
         if self._inbound_observer is None:
             self._inbound_observer = self.metrics.observer("destination")
-        decider = InboundDecider(pod_ip, self.options.pod_ports, services)
-        await self._listen(INBOUND_PORT, decider, observer=self._inbound_observer)
+        refuses = mtls.refuses_plaintext if mtls is not None and mtls.mixed else None
+        decider = self._guard_inbound(InboundDecider(pod_ip, self.options.pod_ports, services, refuses), pod_ip)
+        await self._listen(INBOUND_PORT, decider, observer=self._inbound_observer,
+                           tls=self.mtls.listener if self.mtls is not None else None)  # fmt: skip
         self._inbound_key = key
 
+    async def _outbound_tls(self, raw: dict[str, Any], *, wait: bool = True) -> OutboundMtls | None:
+        """Mutual TLS for the outbound side: a sidecar waits for its first certificate (readiness
+        waits with it); a gateway does not (its own listeners never need one), and until it has
+        one it reaches meshed pods in plaintext (a STRICT pod refuses that: 503 until then)."""
+        if self.mtls is None:
+            return None
+        self.mtls.observe(raw)
+        if wait:
+            await self.mtls.ready.wait()
+        elif not self.mtls.ready.is_set():
+            self._last_raw = raw  # applied again once the certificate is here (_gateway_mtls)
+            return None
+        return OutboundMtls(self.mtls, raw)
+
+    def _inbound_mtls(self, raw: dict[str, Any], services: Mapping[int, str]) -> InboundMtls | None:
+        """The inbound listener's mode from PeerAuthentication; new connections follow a change."""
+        if self.mtls is None:
+            return None
+        ports = {p.port for p in self.options.pod_ports} | set(services)
+        mtls, decision = inbound_mtls(raw, ports)
+        if self.mtls.listener.mode is not mtls.mode:
+            log.info("proxy %s: inbound mTLS mode %s (%s)", self.options.proxy_id, mtls.mode,
+                     ", ".join(decision.decided_by) or "default")  # fmt: skip
+        if mtls.mode is TlsMode.STRICT and self.mtls.listener.mode is not TlsMode.STRICT:
+            inbound = self.proxies.get(INBOUND_PORT)
+            if inbound is not None:  # plaintext connections made before STRICT may not go on
+                inbound.drain(lambda downstream: not downstream.tls)
+        self.mtls.listener.mode = mtls.mode
+        return mtls
+
+    def _guard_inbound(self, decider: InboundDecider, pod_ip: str) -> Decider:
+        """The inbound decider behind this workload's guard, when policies select it (proxy.guard)."""
+        if self.guard is None:
+            return decider
+        only = decider.ports[0].port if len(decider.ports) == 1 else None
+        return GuardedDecider(decider, self.guard, destination_port=only, destination_ip=pod_ip,
+                              port_header=INBOUND_PORT_HEADER)  # fmt: skip
+
+    def _guard_gateway(self, decider: MeshDecider, port: int) -> Decider:
+        """A gateway listener's decider behind the guard; destination.port is the listener's port."""
+        if self.guard is None:
+            return decider
+        return GuardedDecider(decider, self.guard, destination_port=port)
+
     async def _listen(self, port: int, decider: Decider, bind_port: int | None = None, *,
-                      observer: Observer | None = None, source: str | None = None) -> None:  # fmt: skip
+                      observer: Observer | None = None, source: str | None = None,
+                      tls: ListenerTls | None = None) -> None:  # fmt: skip
         from meshwork.proxy.server import HttpProxy
 
         proxy = self.proxies.get(port)
         if proxy is None:
             proxy = HttpProxy(decider, observer=observer or self._observer, source_address=source)
-            await proxy.start(self.options.listen_host, bind_port if bind_port is not None else port)
+            await proxy.start(self.options.listen_host, bind_port if bind_port is not None else port, tls=tls)
             self.proxies[port] = proxy
         else:
             proxy.decider = decider  # one assignment: the next request routes with the new table
 
-    async def _gateway_listeners(self, table: Any, loop: asyncio.AbstractEventLoop) -> None:
-        wanted = set(table.ports)
+    async def _gateway_listeners(self, table: Any, loop: asyncio.AbstractEventLoop,
+                                 mtls: OutboundMtls | None = None) -> str | None:  # fmt: skip
+        """One listener per port the Gateways open; TLS ports with their certificates and passthrough
+        (``proxy.gatewaytls``). Returns the servers left out and why (a missing credential), or None."""
+        gw_tls = self.gateway_tls = self.gateway_tls or GatewayTls(self.rng)
+        wanted = set(table.ports) | set(table.gateway_tls)
+        left_out: list[str] = []
         for port in sorted(wanted):
-            decider = MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time, listener_port=port)
-            await self._listen(port, decider, self.options.gateway_ports.get(port, port))
+            decider = self._guard_gateway(
+                MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time, listener_port=port, tls=mtls),
+                port)  # fmt: skip
+            was_tls = gw_tls.serving.get(port, False)
+            tls: ListenerTls | None = None
+            if port in table.gateway_tls:
+                tls, skipped = gw_tls.listener(table.gateway_tls[port], self.states)
+                left_out += skipped
+            else:
+                gw_tls.forget(port)
+            if port in self.proxies and was_tls != (tls is not None):
+                await self.proxies.pop(port).close(1.0)  # plaintext <-> TLS: the port gets a new listener
+            gw_tls.serving[port] = tls is not None
+            await self._listen(port, decider, self.options.gateway_ports.get(port, port), tls=tls)
         for port in [p for p in self.proxies if p not in wanted]:
             await self.proxies.pop(port).close(1.0)
+            gw_tls.forget(port)
+        return "; ".join(left_out) or None
 
     # -- the config stream ----------------------------------------------------------------
 
@@ -300,6 +390,9 @@ class Sidecar:
         exporting = asyncio.create_task(self.exporter.run()) if self.exporter is not None else None
         if self.options.admin_host is not None:
             await self.admin.start(self.options.admin_host, ADMIN_PORT)
+        if self.mtls is not None:
+            self.mtls.start(stop)
+        regateway = asyncio.create_task(self._gateway_mtls()) if self.options.role == "gateway" else None
         delay = RECONNECT_MIN_S
         while not stop.is_set():
             try:
@@ -310,12 +403,27 @@ class Sidecar:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
-        if exporting is not None:
-            exporting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await exporting
+        for task in (exporting, regateway):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _gateway_mtls(self) -> None:
+        """A gateway's first certificate: re-apply the config it applied without one, so its routes
+        to meshed pods speak mTLS from then on."""
+        if self.mtls is None:
+            return
+        await self.mtls.ready.wait()
+        raw, self._last_raw = self._last_raw, None
+        if raw is not None and str(raw.get("version", "")) == self.version:
+            error = await self.apply(raw)
+            if error is not None:
+                log.warning("proxy %s: re-applying config %s with mTLS: %s", self.options.proxy_id, self.version, error)
 
     async def close(self) -> None:
+        if self.mtls is not None:
+            await self.mtls.close()
         if self.access_log is not None:
             self.access_log.close()
         with contextlib.suppress(Exception):

@@ -78,13 +78,14 @@ def _key_dir() -> str | None:
     return None
 
 
-def load_chain(ctx: ssl.SSLContext, cert_chain: bytes | str, key: bytes | str) -> None:
+def load_chain(ctx: ssl.SSLContext, cert_chain: bytes | str, key: bytes | str, *, under: str | None = None) -> None:
     """Load a PEM certificate chain (leaf first) and its private key into ``ctx``.
 
-    Written to files in a fresh 0700 directory (``mkdtemp``), each 0600, and
-    removed as soon as OpenSSL has read them, also when loading fails.
+    Written to files in a fresh 0700 directory (``mkdtemp`` under ``under``, by
+    default /dev/shm or the temp dir), each 0600, and removed as soon as
+    OpenSSL has read them, also when loading fails.
     """
-    directory = tempfile.mkdtemp(prefix="meshwork-tls-", dir=_key_dir())
+    directory = tempfile.mkdtemp(prefix="meshwork-tls-", dir=under or _key_dir())
     cert_path = os.path.join(directory, "chain.pem")
     key_path = os.path.join(directory, "key.pem")
     try:

@@ -21,7 +21,7 @@ from proxytools import HANG_GUARD, LoopThread, Procs, connect, get, read_reply
 from meshwork.core.http1 import Request
 from meshwork.proxy.mirror import shadow_authority
 from meshwork.proxy.observe import ConnectionInfo, RequestInfo
-from meshwork.proxy.plan import Downstream, Endpoint, Forward, Plan
+from meshwork.proxy.plan import DirectResponse, Downstream, Endpoint, Forward, Plan
 from meshwork.proxy.server import HttpProxy
 from meshwork.proxy.static import StaticCluster
 from meshwork.proxy.tcp import TcpProxy
@@ -241,3 +241,21 @@ def test_tcp_observer_sees_open_and_close_with_byte_counts(procs: Procs, loop: L
     [info] = closed
     assert info is opened[0] and info.cluster == "tcp-echo"
     assert info.bytes_received == 400 and info.bytes_sent == 400 and info.flags == ""
+
+
+def test_a_private_reason_is_logged_but_never_sent(loop: LoopThread) -> None:
+    """Security refusals name policies: the access log keeps the reason, the client gets none."""
+    for private in (False, True):
+        recorder = Recorder()
+        denial = DirectResponse(status=403, body=b"RBAC: access denied", reason="policy[deny-admin]", private=private)
+        proxy, port = start(loop, denial, recorder)
+        try:
+            reply = get(port, "/admin")
+            assert reply.status == 403 and reply.body == b"RBAC: access denied"
+            assert ("x-meshwork-reason" in reply.headers) is not private, reply.headers
+            deadline = time.monotonic() + HANG_GUARD
+            while not recorder.requests and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert recorder.requests[0].reason == "policy[deny-admin]"
+        finally:
+            loop.run(proxy.close(grace=0.5))

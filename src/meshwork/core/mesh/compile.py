@@ -22,7 +22,10 @@ when it builds one proxy's Envoy configuration:
   virtual hosts for each of their hosts that a server host admits (with
   ``ns/`` host prefixes honoured); a request for any other host is 404 NR.
   When two VirtualServices claim the same host, the first (oldest) wins;
-  Istio merges them on gateways.
+  Istio merges them on gateways. An HTTP server with ``tls.httpsRedirect``
+  answers every request for its hosts with a 301 to ``https://`` (Envoy's
+  ``require_tls: ALL``). The TLS side of gateway ports (certificates, SNI,
+  passthrough) is ``gateway_tls``'s.
 * **DestinationRules**: for a host, rules in the proxy's namespace come
   first, then the service's namespace, then the root namespace
   ``istio-system``, then any other visible one; within a namespace the most
@@ -56,6 +59,7 @@ from meshwork.core.mesh.compile_http import (
     default_route,
     resolve_gateway,
 )
+from meshwork.core.mesh.gateway_tls import PortTls, compile_gateway_tls
 from meshwork.core.mesh.hosts import (
     host_matches,
     hosts_intersect,
@@ -70,8 +74,10 @@ from meshwork.core.mesh.outlier import OutlierConfig
 from meshwork.core.mesh.pool import PoolLimits
 from meshwork.core.mesh.snapshot import EndpointInfo, PortInfo, Snapshot
 from meshwork.core.mesh.table import (
+    NO_RETRY,
     Cluster,
     PortRoutes,
+    Redirect,
     Route,
     RoutingTable,
     TcpRoute,
@@ -399,6 +405,9 @@ def _gateway_ports(
                 continue
             port = server.port.number
             builder = builders.setdefault(port, _PortBuilder())
+            if server.tls is not None and server.tls.https_redirect and protocol != "HTTPS":
+                _https_redirect(builder, server.hosts or [], gw_id, port)
+                continue
             ctx = Context(gw_id, port, proxy.namespace, proxy.labels, snap.domain, only.get)
             for hosts, vs in bound:
                 routes: tuple[Route, ...] | None = None
@@ -418,6 +427,19 @@ def _gateway_ports(
                         domain = narrower(host, host_part)
                         builder.add(VirtualHost(f"{domain}:{port}", (domain,), routes))
     return {port: b.build(port) for port, b in builders.items()}
+
+
+def _https_redirect(builder: _PortBuilder, hosts: Sequence[str], gw_id: str, port: int) -> None:
+    """Every request for the server's hosts: 301 to the same URL with ``https`` (Envoy ``require_tls: ALL``)."""
+    route = Route(
+        f"{gw_id}.https-redirect",
+        "",
+        redirect=Redirect(scheme="https", derive_port="FROM_PROTOCOL_DEFAULT", code=301),
+        retry=NO_RETRY,
+    )
+    for host in hosts:
+        domain = host.lower().rpartition("/")[2]
+        builder.add(VirtualHost(f"{domain}:{port}", (domain,), (route,)))
 
 
 def _any_block_gateway_resolved(vs: VirtualService, gw_id: str) -> bool:
@@ -532,8 +554,12 @@ def compile_snapshot(snap: Snapshot) -> RoutingTable:
             )
         )
     ]
+    gateway_tls: dict[int, PortTls] = {}
     if proxy.role == "gateway":
         ports = _gateway_ports(snap, services, vss)
+        selected = [g for g in sorted(snap.gateways, key=_created) if _labels_match(g.spec.selector, proxy.labels)]
+        gateway_tls = compile_gateway_tls(selected, vss, namespace=proxy.namespace, credentials=snap.credentials,
+                                          domain=snap.domain, only_port=_only_port(services).get)  # fmt: skip
     else:
         ports = _sidecar_ports(snap, services, vss)
     return RoutingTable(
@@ -544,4 +570,5 @@ def compile_snapshot(snap: Snapshot) -> RoutingTable:
         domain=snap.domain,
         version=snap.version,
         tcp=_tcp_routes(snap, services, vss),
+        gateway_tls=gateway_tls,
     )

@@ -19,10 +19,14 @@ The wire form (camelCase, as everything else on meshwork's wire)::
                                   "labels": {"version": "v1"}, "ready": true,
                                   "name": "reviews-v1-x"}]}],
      "virtualServices": [...], "destinationRules": [...],
-     "serviceEntries": [...], "gateways": [...]}
+     "serviceEntries": [...], "gateways": [...],
+     "credentials": {"httpbin-credential": {"tls.crt": "<base64>", "tls.key": "<base64>"}}}
 
 The Istio lists hold the objects as stored (wire dicts); they are validated
 through ``meshwork.model`` so the compiler reads typed fields only.
+``credentials`` (gateways only) holds the ``data`` of the Secrets in the
+gateway's namespace that its Gateways name in ``credentialName`` (and their
+``-cacert`` companions), by Secret name, base64 values as stored.
 ``role`` is ``sidecar`` or ``gateway`` (ingress and east-west gateways are
 the same proxy in the gateway role).
 """
@@ -100,6 +104,7 @@ class Snapshot:
     gateways: tuple[Gateway, ...] = ()
     domain: str = DEFAULT_DOMAIN
     version: str = ""
+    credentials: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # Secret name -> data
 
 
 class SnapshotError(ValueError):
@@ -204,6 +209,11 @@ def _typed(items: Sequence[object], kind: type[R], where: str) -> tuple[R, ...]:
     return tuple(out)
 
 
+def _credentials(value: object) -> dict[str, dict[str, str]]:
+    raw = _mapping(value or {}, "credentials")
+    return {str(name): _str_map(data, f"credentials.{name}") for name, data in raw.items()}
+
+
 def snapshot_from_wire(data: Mapping[str, object]) -> Snapshot:
     """Read a snapshot in the JSON form above; Istio objects are validated by ``meshwork.model``."""
     proxy = _mapping(data.get("proxy"), "proxy")
@@ -237,4 +247,5 @@ def snapshot_from_wire(data: Mapping[str, object]) -> Snapshot:
         gateways=_typed(_list(data.get("gateways"), "gateways"), Gateway, "gateways"),
         domain=_str(data.get("domain"), "domain", DEFAULT_DOMAIN),
         version=str(data.get("version", "")),
+        credentials=_credentials(data.get("credentials")),
     )

@@ -22,6 +22,7 @@ from meshwork.core.mesh.outlier import OutlierConfig
 from meshwork.core.mesh.pool import PoolLimits
 
 if TYPE_CHECKING:
+    from meshwork.core.mesh.gateway_tls import PortTls
     from meshwork.core.mesh.route import RouteDecision
 
 MatchKind = Literal["exact", "prefix", "regex", "present"]
@@ -269,6 +270,7 @@ class RoutingTable:
     version: str = ""
     allow_any: bool = True  # outboundTrafficPolicy ALLOW_ANY: unknown hosts pass through
     tcp: Mapping[int, Mapping[str, TcpRoute]] = field(default_factory=dict)  # port -> host ("*")
+    gateway_tls: Mapping[int, PortTls] = field(default_factory=dict)  # gateways: each TLS port's servers
     # Decisions that do not depend on the request beyond the route and destination,
     # built once and shared (the fast path of ``route.match_route``), by id(vhost), id(dest).
     decisions: dict[tuple[int, int], RouteDecision] = field(

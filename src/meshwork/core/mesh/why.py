@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 
 from meshwork.core.mesh.route import Request, RouteDecision, match_route
 from meshwork.core.mesh.table import Cluster, RoutingTable
+from meshwork.core.security.attributes import RequestAttributes
+from meshwork.core.security.authz import Authorizer
 
 OUTBOUND_PORT = 15001
 
@@ -150,3 +152,13 @@ def explain(table: RoutingTable, req: Request, draw: float = 0.0) -> Explanation
     if r.attempts and verdict == "forward":
         verdict = "forward-with-retries"
     return Explanation(verdict, lines, d)
+
+
+def explain_authorization(
+    where: str, authorizer: Authorizer | None, attrs: RequestAttributes
+) -> tuple[bool, list[str]]:
+    """The destination sidecar's authorization step: allowed or not, and which policy and rule say so."""
+    if authorizer is None:
+        return True, [f"authorization at {where}: no AuthorizationPolicy applies: allowed"]
+    first, *rest = authorizer.explain(attrs)
+    return authorizer.check(attrs).allowed, [f"authorization at {where}: {first}", *rest]
