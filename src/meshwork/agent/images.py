@@ -76,6 +76,13 @@ def _samples() -> dict[str, ImageEntry]:
         for version in ("v1", "v2"):
             out[f"{repo}examples-helloworld-{version}"] = app("helloworld", "5000", SERVICE_VERSION=version)
         out[f"{repo}tcp-echo-server"] = app("tcpecho", "9000", "hello")  # ENTRYPOINT tcp-echo, CMD [9000, hello]
+    # Argo Workflows' example images: argosay (its ENTRYPOINT /argosay) and whalesay's cowsay.
+    out["argoproj/argosay"] = app("argosay")
+    # Argo Rollouts' demo app (its tags are colours): a helloworld on 8080 naming the colour.
+    for colour in ("blue", "green", "yellow", "red", "orange", "purple"):
+        out[f"argoproj/rollouts-demo:{colour}"] = app("helloworld", "8080", SERVICE_VERSION=colour)
+    out["argoproj/rollouts-demo"] = app("helloworld", "8080")
+    out["docker/whalesay"] = app("cowsay")
     # httpbin on the port each image listens on: go-httpbin 8080, the Python images 80.
     out["mccutchen/go-httpbin"] = app("httpbin", "--port", "8080")
     out["kennethreitz/httpbin"] = out["kong/httpbin"] = app("httpbin", "--port", "80")

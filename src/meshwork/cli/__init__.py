@@ -40,6 +40,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "proxy-status": ("mesh", "proxy_status_cmd"),
     "proxy-config": ("mesh", "proxy_config_cmd"),
     "why": ("why", "why_cmd"),
+    "auth": ("auth", "auth_group"),
+    "create": ("auth", "create_group"),
+    "certs": ("certs", "certs_cmd"),
+    "submit": ("workflow", "submit_cmd"),
+    "wf": ("workflow", "wf_group"),
+    "queue": ("queue", "queue_group"),
 }
 
 

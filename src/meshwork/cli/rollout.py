@@ -234,6 +234,13 @@ def status_cmd(
         raise click.BadParameter(str(exc), param_hint="--timeout") from None
     if revision < 0:
         raise click.BadParameter(f"must be a positive integer: {revision}", param_hint="--revision")
+    from meshwork.cli import rollout_argo
+
+    argo = rollout_argo.rollout_name(args)
+    if argo is not None:
+        sess = session()
+        rollout_argo.follow_status(sess.client(), sess.namespace(namespace), argo, watch=watch, timeout=seconds)
+        return
     (name,) = deployment_names(args, "status viewer", single=True)
     sess = session()
     with _spinner(f"deployment/{name}"):
@@ -287,7 +294,14 @@ def history_cmd(args: tuple[str, ...], namespace: str | None, revision: int) -> 
 @reports_errors
 @reports_rollout_errors
 def undo_cmd(args: tuple[str, ...], namespace: str | None, to_revision: int) -> None:
-    """Go back to an earlier revision's pod template: `rollout undo deployment/NAME`."""
+    """Go back to an earlier revision's pod template: `rollout undo deployment/NAME` (or `rollout/NAME`)."""
+    from meshwork.cli import rollout_argo
+
+    argo = rollout_argo.rollout_name(args)
+    if argo is not None:
+        sess = session()
+        rollout_argo.undo(sess.client(), sess.namespace(namespace), argo, to_revision)
+        return
     (name,) = deployment_names(args, "rollbacker", single=True)
     sess = session()
     client = sess.client()
@@ -408,3 +422,7 @@ def pause_cmd(args: tuple[str, ...], namespace: str | None) -> None:
 def resume_cmd(args: tuple[str, ...], namespace: str | None) -> None:
     """Roll out the template changes made while paused: `rollout resume deployment/NAME`."""
     _each_deployment(args, namespace, "resumer", _resume)
+
+
+# Argo Rollouts' subcommands (get, promote, abort, retry, set image) register on the group.
+from meshwork.cli import rollout_argo as _rollout_argo  # noqa: E402, F401

@@ -1,37 +1,31 @@
 """``meshwork top services``: each service's golden signals, from its sidecars' Istio metrics.
 
 What lives here: the ``top`` command group (``top services`` here; ``top
-nodes`` / ``top pods`` are handed to ``cli.podio``'s command unchanged), the
-scrape of every meshed pod's ``<podIP>:15020/stats/prometheus``, and the
-arithmetic Prometheus would do: counter increases with resets
-(``increase``), and quantiles from histogram bucket increases
-(``histogram_quantile``, same algorithm as PromQL's).
-
-Each request is counted once: a service that any sidecar reports as the
-destination (the sidecar of the pod that served it, on its inbound side) is
-read from ``reporter="destination"`` samples only; a service nobody reports
-that way (a plain, unmeshed backend, an external host) from the callers'
-``reporter="source"`` samples.
-
-What must not live here: the metrics' format (``proxy.telemetry``).
+nodes`` / ``top pods`` are handed to ``cli.podio``'s command unchanged) and
+the table it shows. The scrape and the arithmetic (counter increases,
+``histogram_quantile``) are ``meshwork.telemetry.meshstats``, shared with the
+Rollout controller's ``meshwork`` analysis provider.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import urllib.error
-import urllib.request
-from collections import deque
-from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
 
 import click
 
 from meshwork.cli.commands import namespace_option
 from meshwork.cli.context import reports_errors, session
+from meshwork.telemetry.meshstats import (
+    ServiceStats,
+    Window,
+    histogram_quantile,
+    increase,
+    meshed_pods,
+    parse_metrics,
+    scrape_all,
+    service_stats,
+)
 
 __all__ = [
     "ServiceStats",
@@ -44,199 +38,7 @@ __all__ = [
     "top_group",
 ]
 
-ADMIN_PORT = 15020
-SIDECAR = "istio-proxy"
-WINDOW_SECONDS = 60.0  # "over the last minute"
 REFRESH_SECONDS = 2.0
-SCRAPE_TIMEOUT = 2.0
-SCRAPE_THREADS = 16
-
-_REQUESTS = "istio_requests_total"
-_BUCKET = "istio_request_duration_milliseconds_bucket"
-
-# One series: (metric, service fqdn, service name, service namespace, code or le, reporter).
-Series = tuple[str, str, str, str, str, str]
-
-
-def histogram_quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float:
-    """The ``q``-quantile from cumulative ``(upper bound, count)`` buckets, as PromQL computes it.
-
-    Linear interpolation inside the bucket where the rank falls, the lowest
-    bucket starting at 0; the +Inf bucket answers the highest finite bound.
-    NaN without a +Inf bucket, with fewer than two buckets, or no observations
-    (and, as in PromQL, for q = 0 when the lowest buckets are empty).
-    """
-    if math.isnan(q):
-        return math.nan
-    if q < 0:
-        return -math.inf
-    if q > 1:
-        return math.inf
-    merged: dict[float, float] = {}
-    for le, count in buckets:
-        merged[le] = merged.get(le, 0.0) + count
-    bs = sorted(merged.items())
-    if len(bs) < 2 or not math.isinf(bs[-1][0]):
-        return math.nan
-    # Counts must not decrease with the bound (a scrape racing an update may break this).
-    fixed: list[tuple[float, float]] = []
-    high = 0.0
-    for le, count in bs:
-        high = max(high, count)
-        fixed.append((le, high))
-    total = fixed[-1][1]
-    if total == 0:
-        return math.nan
-    rank = q * total
-    b = next((i for i in range(len(fixed) - 1) if fixed[i][1] >= rank), len(fixed) - 1)
-    if b == len(fixed) - 1:
-        return fixed[-2][0]
-    if b == 0 and fixed[0][0] <= 0:
-        return fixed[0][0]
-    start, end, count = 0.0, fixed[b][0], fixed[b][1]
-    if b > 0:
-        start = fixed[b - 1][0]
-        count -= fixed[b - 1][1]
-        rank -= fixed[b - 1][1]
-    if count == 0:
-        return math.nan  # q == 0 below the first observation: PromQL's 0/0
-    return start + (end - start) * (rank / count)
-
-
-def increase(before: float, after: float) -> float:
-    """How much a counter grew between two samples; a drop means it restarted from 0."""
-    return after - before if after >= before else after
-
-
-def parse_metrics(text: str, reporter: str | None = None) -> dict[Series, float]:
-    """The request counts and duration buckets in a scrape, as ``reporter`` reported them (None: both)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out: dict[Series, float] = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name not in (_REQUESTS, _BUCKET):
-                continue
-            lb = s.labels
-            by = lb.get("reporter", "")
-            if by not in ("source", "destination") or (reporter is not None and by != reporter):
-                continue
-            extra = lb.get("response_code", "") if s.name == _REQUESTS else lb.get("le", "")
-            key = (s.name, lb.get("destination_service", "unknown"), lb.get("destination_service_name", "unknown"),
-                   lb.get("destination_service_namespace", "unknown"), extra, by)  # fmt: skip
-            out[key] = out.get(key, 0.0) + s.value
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceStats:
-    service: str
-    name: str
-    namespace: str
-    rps: float
-    success: float  # share of non-5xx responses (NaN without requests)
-    p50: float
-    p90: float
-    p99: float
-
-
-def service_stats(deltas: dict[Series, float], seconds: float) -> list[ServiceStats]:
-    """Per-service rates and quantiles from series increases over ``seconds``.
-
-    A service with destination-reported series is counted from those only (its
-    callers' source-reported ones count the same requests again).
-    """
-    reported = {(svc, name, ns) for (_, svc, name, ns, _, by) in deltas if by == "destination"}
-    services: dict[tuple[str, str, str], tuple[list[float], list[tuple[float, float]]]] = {}
-    for (metric, svc, name, ns, extra, by), value in deltas.items():
-        if by == "source" and (svc, name, ns) in reported:
-            continue
-        counts, buckets = services.setdefault((svc, name, ns), ([0.0, 0.0], []))
-        if metric == _REQUESTS:
-            counts[0] += value
-            if extra.startswith("5"):
-                counts[1] += value
-        else:
-            buckets.append((float(extra), value))
-    out = []
-    for (svc, name, ns), ((total, errors), buckets) in sorted(services.items()):
-        q = [histogram_quantile(p, buckets) for p in (0.5, 0.9, 0.99)]
-        out.append(ServiceStats(svc, name, ns, total / seconds if seconds > 0 else 0.0,
-                                (total - errors) / total if total else math.nan, *q))  # fmt: skip
-    return out
-
-
-class Window:
-    """Scrapes over time, per pod; increases summed over the last ``seconds`` (like PromQL's increase)."""
-
-    def __init__(self, seconds: float = WINDOW_SECONDS) -> None:
-        self.seconds = seconds
-        self.last: dict[str, dict[Series, float]] = {}
-        self.last_time: float | None = None
-        self.steps: deque[tuple[float, float, dict[Series, float]]] = deque()  # (from, to, deltas)
-
-    def add(self, now: float, scrapes: dict[str, dict[Series, float]]) -> None:
-        """Take one scrape of every pod (pod name -> its series) made at ``now``."""
-        if self.last_time is not None:
-            step: dict[Series, float] = {}
-            for pod, series in scrapes.items():
-                before = self.last.get(pod)
-                if before is None:
-                    continue
-                # The proxy creates a series at its first request: one missing
-                # from this pod's previous scrape was 0 then.
-                for key, value in series.items():
-                    d = increase(before.get(key, 0.0), value)
-                    if d:
-                        step[key] = step.get(key, 0.0) + d
-            self.steps.append((self.last_time, now, step))
-        self.last = scrapes
-        self.last_time = now
-        while self.steps and self.steps[0][0] < now - self.seconds:
-            self.steps.popleft()
-
-    def stats(self) -> tuple[float, list[ServiceStats]]:
-        """(seconds covered, per-service stats) over the steps in the window."""
-        if not self.steps:
-            return 0.0, []
-        seconds = self.steps[-1][1] - self.steps[0][0]
-        total: dict[Series, float] = {}
-        for _, _, step in self.steps:
-            for key, value in step.items():
-                total[key] = total.get(key, 0.0) + value
-        # Services seen in the latest scrape appear even with no traffic.
-        for series in self.last.values():
-            for key in series:
-                total.setdefault(key, 0.0)
-        return seconds, service_stats(total, seconds)
-
-
-def meshed_pods(pods: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(pod name, pod IP) of the running pods with an ``istio-proxy`` container."""
-    out = []
-    for pod in pods:
-        spec = pod.get("spec") or {}
-        containers = list(spec.get("containers") or []) + list(spec.get("initContainers") or [])
-        ip = (pod.get("status") or {}).get("podIP")
-        if ip and any(c.get("name") == SIDECAR for c in containers):
-            out.append((pod["metadata"]["name"], ip))
-    return out
-
-
-def _scrape(ip: str) -> dict[Series, float] | None:
-    host = f"[{ip}]" if ":" in ip else ip
-    try:
-        with urllib.request.urlopen(f"http://{host}:{ADMIN_PORT}/stats/prometheus", timeout=SCRAPE_TIMEOUT) as r:
-            return parse_metrics(r.read().decode("utf-8", "replace"))
-    except (OSError, urllib.error.URLError, ValueError):
-        return None
-
-
-def scrape_all(pods: list[tuple[str, str]]) -> dict[str, dict[Series, float]]:
-    """Every pod's series; pods that do not answer are left out."""
-    with ThreadPoolExecutor(max_workers=min(SCRAPE_THREADS, max(1, len(pods)))) as pool:
-        results = list(pool.map(lambda p: _scrape(p[1]), pods))
-    return {name: r for (name, _), r in zip(pods, results, strict=True) if r is not None}
 
 
 def _ms(v: float) -> str:

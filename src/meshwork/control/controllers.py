@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from meshwork.control.api.cache import CachedEvent, CachedObject, WatchCache, resource_of
@@ -387,10 +388,22 @@ def config_rollout_controller(views: Views) -> Controller:
     return Controller("configrollout", keys_for, initial_keys, reconcile)
 
 
-def builtin_controllers(cache: WatchCache, lifecycle: LifecycleConfig | None = None) -> list[Controller]:
-    """Every built-in controller; ``lifecycle`` holds the node lifecycle timings (server flags)."""
+def builtin_controllers(
+    cache: WatchCache, lifecycle: LifecycleConfig | None = None, data_dir: Path | None = None
+) -> list[Controller]:
+    """Every built-in controller; ``lifecycle`` holds the node lifecycle timings (server flags),
+    ``data_dir`` the server's data directory (workflow artifacts live under it)."""
+    from meshwork.control.queues import queue_controller
+    from meshwork.control.rollouts import analysisrun_controller, rollout_controller
+    from meshwork.control.workflows import cronworkflow_controller, workflow_controller
+
     views = Views(cache)
     return [
+        queue_controller(views),
+        workflow_controller(views, data_dir),
+        cronworkflow_controller(views),
+        rollout_controller(views),
+        analysisrun_controller(views),
         deployment_controller(views),
         replicaset_controller(views),
         daemonset_controller(views),

@@ -124,13 +124,33 @@ class JobMetric(Model):
     spec: WrittenJobSpec
 
 
-_PROVIDERS = ("prometheus", "web", "job", "kayenta", "datadog", "wavefront", "new_relic",
+class MeshworkMetric(Model):
+    """meshwork's own provider: a service's golden signals from its sidecars' Istio metrics.
+
+    ``metric`` is ``success-rate`` (share of non-5xx answers), ``request-rate``
+    (per second), or ``latency-p50``/``-p90``/``-p99`` (ms), over ``window``
+    (a Go duration, default 30s), counted at the serving pods' sidecars
+    (``reporter="destination"``); ``podSelector`` narrows the pods (e.g. the
+    canary's ``rollouts-pod-template-hash``). The result is a one-element list,
+    as a Prometheus vector is: ``result[0] >= 0.95``. No requests in the
+    window is a measurement error.
+    """
+
+    service: str
+    namespace: str | None = None
+    metric: Literal["success-rate", "request-rate", "latency-p50", "latency-p90", "latency-p99"]
+    window: str | None = None
+    pod_selector: dict[str, str] | None = None
+
+
+_PROVIDERS = ("meshwork", "prometheus", "web", "job", "kayenta", "datadog", "wavefront", "new_relic",
               "cloud_watch", "graphite", "influxdb", "skywalking", "plugin")  # fmt: skip
 
 
 class MetricProvider(Model):
     """Exactly one measurement source. Providers meshwork does not run are kept as written."""
 
+    meshwork: MeshworkMetric | None = None
     prometheus: PrometheusMetric | None = None
     web: WebMetric | None = None
     job: JobMetric | None = None

@@ -54,6 +54,8 @@ def prepare_create(info: KindInfo, obj: dict[str, Any], *, uid: str, now: str) -
         meta.pop("generation", None)
     if info.group == "batch" and info.kind == "Job":
         _generate_job_selector(obj, uid)
+        if "kueue.x-k8s.io/queue-name" in (meta.get("labels") or {}):
+            obj.setdefault("spec", {})["suspend"] = True  # Kueue's webhook: a queued Job waits for admission
     if info.group == "" and info.kind == "Pod":
         _default_service_account(obj)
     # A Node keeps the status it is created with (upstream's node strategy): an
