@@ -3,7 +3,8 @@
 ClusterRoles ``cluster-admin``, ``admin``, ``edit``, ``view``, ``system:discovery``,
 ``system:basic-user``, ``system:public-info-viewer``, ``system:node`` (what a
 node agent needs) and ``system:meshwork:proxy`` (what a mesh proxy needs:
-its config stream, ACKs, its certificate), with their ClusterRoleBindings.
+its config stream, ACKs, its certificate, activating a Service scaled to zero), with their
+ClusterRoleBindings.
 Objects that exist are left alone, so a user's edits survive a restart.
 """
 
@@ -74,6 +75,7 @@ def cluster_roles() -> dict[str, list[dict[str, Any]]]:
         "system:meshwork:proxy": [
             _rule([MESH_GROUP], ["proxies/config"], ["get"]),
             _rule([MESH_GROUP], ["proxies/ack", "proxies/certificate"], ["create"]),
+            _rule([MESH_GROUP], ["services/activate"], ["create"]),  # scale from zero (control.scaletozero)
         ],
     }
 
@@ -90,20 +92,36 @@ def cluster_role_bindings() -> dict[str, tuple[str, str, str]]:
     }
 
 
+AUTOUPDATE = "rbac.authorization.kubernetes.io/autoupdate"
+
+
 async def ensure_bootstrap_policy(objects: Objects) -> None:
-    """Create the bootstrap ClusterRoles and ClusterRoleBindings that are missing."""
+    """Create the bootstrap ClusterRoles and ClusterRoleBindings that are missing; add missing rules to roles
+    still marked ``autoupdate``."""
     roles, bindings = REGISTRY.require("rbac.authorization.k8s.io", "ClusterRole"), REGISTRY.require(
         "rbac.authorization.k8s.io", "ClusterRoleBinding")
     labels = {"kubernetes.io/bootstrapping": "rbac-defaults"}
-    annotations = {"rbac.authorization.kubernetes.io/autoupdate": "true"}
+    annotations = {AUTOUPDATE: "true"}
     for name, rules in cluster_roles().items():
         body = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
                 "metadata": {"name": name, "labels": labels, "annotations": annotations}, "rules": rules}
-        if objects.cache.get(object_key(roles, None, name)) is None:
+        existing = objects.cache.get(object_key(roles, None, name))
+        if existing is None:
             try:
                 await objects.create(roles, None, body)
             except AlreadyExists:
                 pass
+            continue
+        # As Kubernetes' API server reconciles its bootstrap roles at start: a role still marked
+        # autoupdate gets the rules a newer meshwork added (a data dir from an older version keeps
+        # working); a role the user took over (autoupdate "false") is left alone.
+        meta = existing.obj.get("metadata") or {}
+        if (meta.get("annotations") or {}).get(AUTOUPDATE) == "false":
+            continue
+        have = list(existing.obj.get("rules") or [])
+        missing = [rule for rule in rules if rule not in have]
+        if missing:
+            await objects.patch(roles, None, name, {"rules": have + missing}, "merge")
     for name, (role, kind, subject) in cluster_role_bindings().items():
         body = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
                 "metadata": {"name": name, "labels": labels, "annotations": annotations},

@@ -237,3 +237,27 @@ def test_mounted_service_account_token(tmp_path: Path) -> None:
         assert node.http.delete(f"{pods}/app", {"gracePeriodSeconds": 0}).status in (200, 202)
         wait_for(lambda: node.pod("app", "team") is None, 60, "app deleted")
         assert Http(node.server.host, node.server.port, pod_token).get(pods).status == 401
+
+
+def test_bootstrap_roles_regain_rules_a_newer_server_adds_unless_taken_over(tmp_path: Path) -> None:
+    """As Kubernetes reconciles its bootstrap roles at start: rules missing from a role still marked
+    autoupdate come back; a role marked autoupdate "false" belongs to the user and stays as it is."""
+    path = f"{RBAC}/clusterroles"
+    proc = ServerProcess(tmp_path)
+    try:
+        http = proc.start().client()
+        proxy = http.get(f"{path}/system:meshwork:proxy").json
+        full = proxy["rules"]
+        view = http.get(f"{path}/view").json
+        # What an older server would have left behind: fewer rules (and a role the user owns now).
+        assert http.put(f"{path}/system:meshwork:proxy", {**proxy, "rules": full[:1]}).status == 200
+        view["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] = "false"
+        assert http.put(f"{path}/view", {**view, "rules": view["rules"][:1]}).status == 200
+        http.close()
+        proc.stop()
+        http = proc.start().client()
+        assert http.get(f"{path}/system:meshwork:proxy").json["rules"] == full
+        assert len(http.get(f"{path}/view").json["rules"]) == 1
+        http.close()
+    finally:
+        proc.kill()
