@@ -4,8 +4,10 @@ The sidecar's inbound decision (``InboundDecider.decide``) is timed bare,
 which is what a workload no policy selects runs (it gets no guard at all),
 then behind a ``GuardedDecider`` with: one DENY policy (authz-deny's
 deny-method-get-unless-admin), an ALLOW on paths plus a DENY, and a
-RequestAuthentication + require-jwt with a valid RS256 and ES256 token (the
-signature check dominates). The engine's own cost per request (about 11 µs
+RequestAuthentication + require-jwt with a valid RS256 and ES256 token, once
+with the verified-token cache holding nothing (every request pays the
+signature check: the cost before the cache) and once as it runs (the same
+token repeated: a dict lookup). The engine's own cost per request (about 11 µs
 of Python plus the kernel's share, see bench/proxy_bench.py) is the scale to
 read these against.
 
@@ -14,6 +16,7 @@ Run: ``.venv/bin/python -m bench.guard_bench``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -23,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from meshwork.core.http1 import Request, RequestParser
 from meshwork.core.security.jwt import jwk_from_public_key, sign
+from meshwork.core.security.requestauthn import RequestAuthenticator, VerifiedTokens
 from meshwork.proxy.guard import GuardedDecider, compile_guard
 from meshwork.proxy.inbound import INBOUND_PORT_HEADER, AppPort, InboundDecider
 from meshwork.proxy.plan import Decider, Downstream
@@ -58,6 +62,13 @@ def _per_request(decider: Decider, request: Request) -> float:
     return (time.perf_counter() - start) / N * 1e6
 
 
+def _uncached(decider: GuardedDecider, authn: RequestAuthenticator) -> GuardedDecider:
+    """The same guard with a verified-token cache that holds nothing: every token is checked."""
+    off = RequestAuthenticator(authn.rules, authn.warnings, VerifiedTokens(capacity=0))
+    guard = dataclasses.replace(decider.guard, authn=off)
+    return GuardedDecider(decider.inner, guard, destination_port=8080, port_header=INBOUND_PORT_HEADER)
+
+
 def main() -> None:
     inner = InboundDecider("127.1.0.9", (AppPort(8080),))
     head = ("GET /headers HTTP/1.1\r\nHost: httpbin.foo:8000\r\nUser-Agent: curl/8\r\nAccept: */*\r\n"
@@ -80,9 +91,13 @@ def main() -> None:
         jwks = json.dumps({"keys": [jwk_from_public_key(key.public_key())]})
         token = sign({"iss": ISS, "sub": ISS, "exp": time.time() + 3600}, key, alg)
         ra = {"metadata": {"name": "jwt", "namespace": "foo"}, "spec": {"jwtRules": [{"issuer": ISS, "jwks": jwks}]}}
+        request = _request(head.format(auth=f"Authorization: Bearer {token}\r\n"))
         decider = guarded({"authorizationPolicies": [REQUIRE], "requestAuthentications": [ra]})
-        rows.append((f"RequestAuthentication + require-jwt, valid {alg} token",
-                     _per_request(decider, _request(head.format(auth=f"Authorization: Bearer {token}\r\n")))))  # fmt: skip
+        authn = decider.guard.authn
+        assert authn is not None
+        rows.append((f"RequestAuthentication + require-jwt, valid {alg} token, verified every time (cache off)",
+                     _per_request(_uncached(decider, authn), request)))  # fmt: skip
+        rows.append((f"same, {alg} token repeated (verified-token cache)", _per_request(decider, request)))
     print(f"python {sys.version.split()[0]}, {N} decisions each\n")
     print("| inbound decision per request | µs | added by the guard |")
     print("|---|---|---|")

@@ -21,13 +21,24 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import ssl
 import time
 
 from meshwork.proxy.observe import RequestInfo
+from meshwork.proxy.plan import Downstream, UpstreamTls
 from meshwork.proxy.telemetry import AccessLogWriter, MeshMetrics
 from meshwork.proxy.tracing import Tracer
 
 CLUSTER = "outbound|9080|v1|reviews.default.svc.cluster.local"
+
+
+class _Context:
+    context = ssl.create_default_context()
+
+
+# As the engine reports them: the client connection, and the mutual TLS the upstream was reached with.
+DOWNSTREAM = Downstream("127.1.0.9", 15001)
+MTLS = UpstreamTls(_Context(), None, frozenset({"spiffe://cluster.local/ns/default/sa/bookinfo-reviews"}))
 
 
 def infos(n: int, rng: random.Random) -> list[RequestInfo]:
@@ -37,7 +48,7 @@ def infos(n: int, rng: random.Random) -> list[RequestInfo]:
         out.append(RequestInfo(
             b"GET", b"reviews:9080", b"/reviews/1", status, "UF" if status == 503 else "", "default",
             CLUSTER, f"127.1.0.{rng.randint(5, 7)}:9080", 0.0, rng.expovariate(1 / 0.004),
-            0, rng.randint(100, 5000),
+            0, rng.randint(100, 5000), downstream=DOWNSTREAM, upstream_tls=MTLS,
         ))  # fmt: skip
     return out
 

@@ -38,7 +38,7 @@ from meshwork.agent.images import Catalogue
 from meshwork.agent.serviceproxy import ServiceProxy
 from meshwork.agent.worker import PodWorker, Run
 from meshwork.client import Client
-from meshwork.core.inject import OUTBOUND_PORT, SIDECAR_NAME
+from meshwork.core.inject import APP_IP_ENV, OUTBOUND_PORT, SIDECAR_NAME
 from meshwork.core.restart import rfc3339
 from meshwork.errors import Gone, MeshworkError
 from meshwork.model.base import Quantity
@@ -236,22 +236,26 @@ class Agent:
         The app of a pod with the mesh proxy sends its outbound HTTP through it
         (``HTTP_PROXY=http://$POD_IP:15001``), so ``http://reviews:9080/`` works
         from any proxy-aware client; the proxy itself learns how to reach the
-        control plane.
+        control plane. Inbound capture: the app's ``POD_IP`` is its own address
+        (``core.inject.app_ip``) and the proxy, which keeps the pod IP and takes
+        the app's ports on it, learns that address as ``MESHWORK_APP_IP``.
         """
         ip = worker.ip or ""
-        env = {"POD_IP": ip, "HOSTNAME": worker.name}
-        meshed = any(r.spec.name == SIDECAR_NAME for r in worker.runs.values())
+        inner = worker.app_ip
+        env = {"POD_IP": worker.address_of(container.name), "HOSTNAME": worker.name}
         if container.name == SIDECAR_NAME:
             env.update({"MESHWORK_SERVER": self.api.client.server, "MESHWORK_TOKEN_FILE": str(self.token_file)})
+            if inner is not None:
+                env[APP_IP_ENV] = inner
             # Node-wide tracing: OpenTelemetry's standard variables, from the agent's own environment.
             env.update({k: v for k, v in os.environ.items() if k.startswith("OTEL_EXPORTER_OTLP_")})
         if worker.token_dir is not None and container.name != SIDECAR_NAME:
             from meshwork.agent.satoken import ENV_DIR
 
             env.update({ENV_DIR: str(worker.token_dir), "MESHWORK_SERVER": self.api.client.server})
-        if container.name != SIDECAR_NAME and meshed:
+        if container.name != SIDECAR_NAME and worker.meshed:
             proxy = f"http://{ip}:{OUTBOUND_PORT}"
-            no_proxy = f"localhost,127.0.0.1,::1,{ip}"
+            no_proxy = ",".join(["localhost", "127.0.0.1", "::1", ip, *([inner] if inner else [])])
             env.update({"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": no_proxy, "no_proxy": no_proxy})
         return env
 

@@ -28,6 +28,7 @@ from meshwork.agent import runtime
 from meshwork.agent.api import PODS, SERVICEACCOUNTS
 from meshwork.agent.images import REASON_NOT_FOUND
 from meshwork.agent.runtime import Instance, Process
+from meshwork.core.inject import APP_IP_ENV, SIDECAR_NAME, app_ip
 from meshwork.core.podenv import container_env, expand_command
 from meshwork.core.podstatus import pod_conditions
 from meshwork.core.probes import (
@@ -73,6 +74,7 @@ DEPENDS_ON = "meshwork.io/depends-on"  # pod annotation: Services that must be r
 REASON_DEPENDENCIES = "WaitingForDependencies"
 DEPENDS_POLL_S = 0.5
 PORT_CHECK_AFTER_S = 1.0  # a started container is checked once for a 0.0.0.0 listener after this
+ADDRESS_IN_USE_TAIL = 8192  # bytes of a failed container's log searched for EADDRINUSE (a traceback's end)
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
 KIND_ORDER: dict[ContainerKind, int] = {"init": 0, "sidecar": 0, "regular": 1}
 
@@ -440,7 +442,10 @@ class PodWorker:
             run.probes = None
             run.started = False
         else:
-            run.probes = ProbeTracker(c, pod_ip=self.ip or "", started_at=started_at, restarts=restarts)
+            # A meshed app is probed at its own address, as Istio rewrites app probes to skip the
+            # sidecar: they must not need mTLS, nor fail while the sidecar restarts.
+            run.probes = ProbeTracker(c, pod_ip=self.address_of(c.name), started_at=started_at,
+                                      restarts=restarts)  # fmt: skip
             run.started = run.probes.started
             run.ready = run.probes.ready
         if adopted:
@@ -468,13 +473,15 @@ class PodWorker:
             if entry is None:
                 return None, (REASON_NOT_FOUND, self.agent.catalogue.missing_message(c.image or ""))
         pod = self.pod
-        if self.ip and (pod.status is None or pod.status.pod_ip != self.ip):
+        address = self.address_of(c.name)  # status.podIP fieldRefs: a meshed app's own address
+        if address and (pod.status is None or pod.status.pod_ip != address):
+            from meshwork.model.pod import PodIP, PodStatus
+
             pod = pod.model_copy(deep=True)
             if pod.status is None:
-                from meshwork.model.pod import PodStatus
-
                 pod.status = PodStatus()
-            pod.status.pod_ip = self.ip
+            pod.status.pod_ip = address
+            pod.status.pod_ips = [PodIP(ip=address)]
             pod.status.host_ip = self.agent.host_ip
         built = container_env(pod, c, config_maps=self.agent.sources.config_maps(self.ns),
                               secrets=self.agent.sources.secrets(self.ns),
@@ -502,6 +509,29 @@ class PodWorker:
         if not Path(run.cwd).is_dir():
             return None, ("CreateContainerError", f'working directory "{run.cwd}" does not exist')
         return command + args, None
+
+    # -- addresses: the pod IP, or a meshed app's own ---------------------------------
+
+    @property
+    def meshed(self) -> bool:
+        """Whether the pod has the mesh proxy (injected as the ``istio-proxy`` container)."""
+        return any(r.spec.name == SIDECAR_NAME for r in self.runs.values())
+
+    @property
+    def app_ip(self) -> str | None:
+        """The address the app containers of a meshed pod listen on (``core.inject.app_ip``): the
+        sidecar owns the pod IP and forwards to it. None: not meshed, or no such address."""
+        if not self.ip:
+            return None
+        proxy = next((r for r in self.runs.values() if r.spec.name == SIDECAR_NAME), None)
+        if proxy is None or (proxy.env and APP_IP_ENV not in proxy.env):
+            return None  # not meshed, or a proxy started before capture (adopted): the app keeps the pod IP
+        return app_ip(self.ip)
+
+    def address_of(self, container: str) -> str:
+        """Where ``container`` listens, as its ``POD_IP`` says and its probes reach it."""
+        inner = self.app_ip if container != SIDECAR_NAME else None
+        return inner or self.ip or ""
 
     # -- exits, probes ----------------------------------------------------------
 
@@ -531,7 +561,8 @@ class PodWorker:
         for port in wildcard_ports_of(run.proc.pid, run.ports):
             self.event("Warning", "WildcardBind",
                        f"container {run.spec.name} listens on 0.0.0.0:{port}, which takes port {port} on every "
-                       f"pod IP of this node, so no other pod can use it: bind to $POD_IP ({self.ip}) instead")  # fmt: skip
+                       f"pod IP of this node, so no other pod can use it: bind to $POD_IP ({self.address_of(run.spec.name)}) "
+                       "instead")  # fmt: skip
 
     def _bind_conflict(self, run: Run) -> str | None:
         """Why a failed container could not listen: its port taken on every address."""
@@ -539,12 +570,34 @@ class PodWorker:
 
         taken = taken_ports(run.ports)
         if not taken:
-            return None
+            return self._captured_conflict(run)
         port = taken[0]
         holder = self.agent.wildcard_holder(port)
         who = f"pod {holder}" if holder else "a process on this machine"
         return (f"port {port} is taken on every address by {who}, which listens on 0.0.0.0:{port}; "
                 f"pods share a port number only when each binds to its own $POD_IP")  # fmt: skip
+
+    def _captured_conflict(self, run: Run) -> str | None:
+        """Why a meshed app could not listen: the pod IP's ports are the sidecar's (inbound capture).
+
+        Said only when the container's last output names the error (EADDRINUSE), since the
+        sidecar's listeners are there whether or not the app tried to take them.
+        """
+        inner = self.app_ip
+        if inner is None or run.spec.name == SIDECAR_NAME:
+            return None
+        log_file = self.log_dir / run.spec.name / f"{self.tracker.restart_count(run.spec.name)}.log"
+        try:
+            with open(log_file, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - ADDRESS_IN_USE_TAIL))
+                tail = f.read()
+        except OSError:
+            return None
+        if not any(text in tail for text in (b"Address already in use", b"EADDRINUSE", b"Errno 98")):
+            return None
+        return (f"address already in use: in a meshed pod the pod IP {self.ip} belongs to the sidecar, which "
+                f"takes every app port there to check mTLS and policies; the app must listen on $POD_IP "
+                f"({inner}), not on 0.0.0.0 or {self.ip}")  # fmt: skip
 
     def _record_exit(self, run: Run, code: int, started: float, finished: float, *, oom: bool = False) -> None:
         name = run.spec.name
@@ -690,7 +743,7 @@ class PodWorker:
                 from meshwork.agent.probing import run_probe
                 from meshwork.core.probes import http_request
 
-                req = http_request(hook.http_get, run.spec, self.ip or "")
+                req = http_request(hook.http_get, run.spec, self.address_of(run.spec.name))
                 cmd = RunProbe("liveness", "httpGet", req, timeout)
                 result = await run_probe(cmd)
                 if not result.success:

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "exec": ("podio", "exec_cmd"),
     "top": ("topsvc", "top_group"),
     "scale": ("scale", "scale_cmd"),
+    "recommend": ("recommend", "recommend_cmd"),
     "proxy": ("proxy", "proxy_cmd"),
     "sidecar": ("sidecar", "sidecar_cmd"),
     "version": ("commands", "version_cmd"),

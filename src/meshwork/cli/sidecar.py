@@ -40,8 +40,12 @@ def _ports(text: str) -> dict[int, int]:
               help="One JSON line per request, Envoy's fields (- for stdout); off by default.")  # fmt: skip
 @click.option("--pod-ports", envvar="ISTIO_META_POD_PORTS", default=None,
               help="The app's container ports, a JSON list (ISTIO_META_POD_PORTS, set by injection).")  # fmt: skip
+@click.option("--app-ip", envvar="MESHWORK_APP_IP", default=None,
+              help="The app's own address (set by the agent): the sidecar takes the app's ports on the pod IP "
+                   "and forwards there (inbound capture).")  # fmt: skip
 def sidecar_cmd(server: str, token_file: Path | None, role: str, pod: str, namespace: str, ip: str,
-                listen_host: str | None, ports: str, labels: str | None, access_log: str | None, pod_ports: str | None) -> None:  # fmt: skip
+                listen_host: str | None, ports: str, labels: str | None, access_log: str | None, pod_ports: str | None,
+                app_ip: str | None) -> None:  # fmt: skip
     """Run the mesh proxy for one pod (sidecar) or as an ingress gateway."""
     from meshwork.proxy.inbound import parse_pod_ports
     from meshwork.proxy.sidecar import Sidecar, SidecarOptions
@@ -61,7 +65,8 @@ def sidecar_cmd(server: str, token_file: Path | None, role: str, pod: str, names
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     options = SidecarOptions(server=server, token=token, proxy_id=proxy_id, listen_host=host, role=role,
                              gateway_ports=_ports(ports) if role == "gateway" else {}, labels=labels,
-                             admin_host=ip, access_log=access_log, pod_ports=app_ports, pod_ip=ip)  # fmt: skip
+                             admin_host=ip, access_log=access_log, pod_ports=app_ports, pod_ip=ip,
+                             app_ip=app_ip if role == "sidecar" else None)  # fmt: skip
 
     async def main() -> None:
         stop = asyncio.Event()

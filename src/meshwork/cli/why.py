@@ -61,7 +61,37 @@ def why_cmd(from_pod: str, url: str, namespace: str | None, method: str, headers
             click.echo(line)
         if not allowed:
             verdict = "denied"
+        for line in _rate_limits(sess.client(), snap, result.decision, req):
+            click.echo(line)
     click.echo(f"verdict: {verdict}")
+
+
+def _rate_limits(client: Any, snap: dict[str, Any], decision: Any, req: Any) -> list[str]:
+    """The LocalRateLimits the destination's sidecar applies to this request (proxy.ratelimit)."""
+    from meshwork.cli.mesh import snapshot_for
+    from meshwork.core.ratelimit import Facts, explain, selected_limits
+
+    cluster = decision.cluster
+    if not cluster.endpoints or not cluster.endpoints[0].name:
+        return []
+    endpoint = cluster.endpoints[0]
+    namespace = cluster.host.split(".")[1] if cluster.host.count(".") >= 2 else str(snap.get("proxy", {}).get("namespace"))
+    try:
+        dest = snapshot_for(client, endpoint.name, namespace)
+        labels = dict((dest.get("proxy") or {}).get("labels") or {})
+        limits = selected_limits(list(dest.get("localRateLimits") or ()), labels)
+    except (MeshworkError, ValueError) as exc:
+        return [f"rate limits at {endpoint.name}.{namespace}: cannot tell: {exc}"]
+    source = snap.get("proxy") or {}
+    meshed = endpoint.labels.get("security.istio.io/tlsMode") == "istio"
+    principal = (f"{dest.get('domain') or 'cluster.local'}/ns/{source.get('namespace')}/sa/"
+                 f"{source.get('serviceAccount') or 'default'}") if meshed else None  # fmt: skip
+    from meshwork.proxy.sidecar import workload_of
+
+    facts = Facts(route=f"inbound|{endpoint.port}||{cluster.host}", principal=principal,
+                  workload=f"{source.get('namespace')}/{workload_of(str(source.get('pod') or ''))}",
+                  ip=str(source.get("ip") or "") or None, headers={**req.headers, "host": req.authority})  # fmt: skip
+    return explain(f"{endpoint.name}.{namespace}", limits, facts)
 
 
 def _authorization(client: Any, snap: dict[str, Any], cluster: Any, req: Any) -> tuple[bool, list[str]]:

@@ -9,7 +9,7 @@ here decides anything: the decisions are in ``meshwork.core.reconcile``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -389,10 +389,15 @@ def config_rollout_controller(views: Views) -> Controller:
 
 
 def builtin_controllers(
-    cache: WatchCache, lifecycle: LifecycleConfig | None = None, data_dir: Path | None = None
+    cache: WatchCache,
+    lifecycle: LifecycleConfig | None = None,
+    data_dir: Path | None = None,
+    node_token: Callable[[str], str] | None = None,
 ) -> list[Controller]:
     """Every built-in controller; ``lifecycle`` holds the node lifecycle timings (server flags),
-    ``data_dir`` the server's data directory (workflow artifacts live under it)."""
+    ``data_dir`` the server's data directory (workflow artifacts live under it), ``node_token``
+    the credential for a node's agent (the HPA controller reads its usage stats)."""
+    from meshwork.control.hpa import hpa_controller
     from meshwork.control.queues import queue_controller
     from meshwork.control.rollouts import analysisrun_controller, rollout_controller
     from meshwork.control.workflows import cronworkflow_controller, workflow_controller
@@ -413,4 +418,5 @@ def builtin_controllers(
         endpoints_controller(views),
         scheduler_controller(views),
         node_lifecycle_controller(views, lifecycle or LifecycleConfig()),
+        hpa_controller(views, node_token=node_token),
     ]

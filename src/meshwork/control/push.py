@@ -25,8 +25,12 @@ followed like the Gateways: a Secret's change refreshes gateway proxies only);
 ``?once=1`` shows them redacted.
 
 Every snapshot also carries the CA's ``trustBundle`` and ``caGeneration``,
-read from the ConfigMap the CA publishes (``istio-system/istio-ca-root-cert``);
-a change to it is a new snapshot for every proxy.
+read from the ConfigMap the CA publishes (``istio-system/istio-ca-root-cert``),
+and ``meshConfig``: the parts of Istio's mesh config proxies need, read from
+ConfigMap ``istio-system/istio`` (key ``mesh``, plus meshwork's own key
+``meshwork``; see ``core.security.meshconfig``). A change to either is a new
+snapshot for every proxy. A mesh config that is not YAML goes out as
+``meshConfig.error``: every proxy NACKs it, keeping its last good config.
 
 How a change reaches a proxy: the watch cache calls ``_on_event``
 synchronously for every write. Events about Services, Endpoints, the pods
@@ -56,16 +60,23 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from meshwork.control.api.cache import CachedEvent, WatchCache
 from meshwork.control.api.objects import now_rfc3339
 from meshwork.control.jwks import JwksCache
 from meshwork.core import meshsnapshot as ms
+from meshwork.core.scaletozero import idle_period
+from meshwork.core.scaletozero import snapshot_body as scale_to_zero_body
+from meshwork.core.security.meshconfig import SOURCE as MESH_CONFIG_SOURCE
+from meshwork.core.security.meshconfig import proxy_mesh_config
 from meshwork.errors import BadRequest, MethodNotAllowed, NotFound
 from meshwork.httpd import Request, Response, StreamingResponse
 from meshwork.model.codec import decode_json
 
 if TYPE_CHECKING:
     from meshwork.control.api.certs import CertificateService
+    from meshwork.control.scaletozero import ScaleToZero
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +96,16 @@ PODS = "pods"
 # Secrets: a gateway's snapshot carries those its Gateways name as credentialName (``credentials``).
 SECRETS = "secrets"
 CREDENTIALS = "credentials"
+# Deployments that may scale to zero (core.scaletozero): proxies hold requests for their Services.
+DEPLOYMENTS = "deployments.apps"
+SCALE_TO_ZERO = "scaleToZero"
 CONFIG_RESOURCES = {
     "virtualservices.networking.istio.io": "virtualServices",
     "destinationrules.networking.istio.io": "destinationRules",
     "serviceentries.networking.istio.io": "serviceEntries",
     "gateways.networking.istio.io": "gateways",
     "proxyplugins.meshwork.io": "proxyPlugins",
+    "localratelimits.meshwork.io": "localRateLimits",
     "peerauthentications.security.istio.io": "peerAuthentications",
     "requestauthentications.security.istio.io": "requestAuthentications",
     "authorizationpolicies.security.istio.io": "authorizationPolicies",
@@ -100,6 +115,10 @@ CONFIG_RESOURCES = {
 CA_BUNDLE_KEY = "configmaps/istio-system/istio-ca-root-cert"
 CA_BUNDLE_DATA = "root-cert.pem"
 CA_GENERATION_ANNOTATION = "mesh.meshwork.io/ca-generation"
+# Istio's mesh config: ConfigMap ``istio`` in the root namespace, key ``mesh``; meshwork's own key beside it.
+MESH_CONFIG_KEY = "configmaps/istio-system/istio"
+MESH_CONFIG_DATA = "mesh"
+MESHWORK_CONFIG_DATA = "meshwork"
 
 NsName = tuple[str, str]
 
@@ -160,7 +179,37 @@ class ProxyState:
 
 
 def _digest(proxy: ms.Proxy, body: ms.Body, mesh: dict[str, Any]) -> str:
-    return f"{body.digest}:{proxy!r}:{mesh.get('caGeneration')}:{hash(mesh.get('trustBundle'))}"
+    return f"{body.digest}:{proxy!r}:{mesh.get('caGeneration')}:{hash(mesh.get('trustBundle'))}:{_config_key(mesh)}"
+
+
+def _config_key(mesh: dict[str, Any]) -> str:
+    """The meshConfig as text (small: a few fields), so that a change to it is a change of digest."""
+    return json.dumps(mesh.get("meshConfig"), sort_keys=True, default=str)
+
+
+def _mesh_config(cache: WatchCache) -> dict[str, Any]:
+    """``meshConfig`` from ConfigMap ``istio-system/istio`` (empty when there is none)."""
+    item = cache.get(MESH_CONFIG_KEY)
+    if item is None:
+        return {}
+    data = item.obj.get("data") or {}
+    docs: dict[str, Any] = {}
+    for key in (MESH_CONFIG_DATA, MESHWORK_CONFIG_DATA):
+        text = data.get(key)
+        if not text:
+            continue
+        try:
+            docs[key] = yaml.safe_load(str(text))
+        except yaml.YAMLError as exc:
+            reason = f"{MESH_CONFIG_SOURCE} key {key!r} is not valid YAML: {exc}".replace("\n", " ")
+            log.warning("mesh config: %s", reason)
+            return {"error": reason}
+    return proxy_mesh_config(docs.get(MESH_CONFIG_DATA), docs.get(MESHWORK_CONFIG_DATA))
+
+
+def _mesh(cache: WatchCache) -> dict[str, Any]:
+    """What every proxy's snapshot carries alike: the CA's bundle and the mesh config."""
+    return {**_mesh_security(cache), "meshConfig": _mesh_config(cache)}
 
 
 def _mesh_security(cache: WatchCache) -> dict[str, Any]:
@@ -182,7 +231,7 @@ class PushServer:
     def __init__(self, cache: WatchCache, *, debounce: float = DEBOUNCE_S) -> None:
         self._cache = cache
         self._debounce = debounce
-        self._entries: dict[str, dict[NsName, ms.Entry]] = {kind: {} for kind in ("services", CREDENTIALS, *CONFIG_RESOURCES.values())}
+        self._entries: dict[str, dict[NsName, ms.Entry]] = {kind: {} for kind in ("services", CREDENTIALS, SCALE_TO_ZERO, *CONFIG_RESOURCES.values())}
         self._pods_of_service: dict[NsName, set[NsName]] = {}
         self._services_of_pod: dict[NsName, set[NsName]] = {}
         self._proxies: dict[str, ProxyState] = {}
@@ -198,6 +247,7 @@ class PushServer:
         self._mesh: dict[str, Any] = {}  # trustBundle, caGeneration: the same for every proxy
         self._mesh_dirty = False
         self.certs: CertificateService | None = None  # the CA's endpoints, when the server runs one
+        self.activator: ScaleToZero | None = None  # services/{name}/activate (control.scaletozero)
         self.jwks = JwksCache(self._jwks_changed)  # RequestAuthentications' jwksUri documents
         self._jwks_dirty = False
 
@@ -205,10 +255,10 @@ class PushServer:
         """Build every entry from the cache and follow its changes."""
         for item in self._cache.list(SERVICES):
             self._dirty.add(("services", _split_key(item.key)[1]))
-        for resource, kind in (*CONFIG_RESOURCES.items(), (SECRETS, CREDENTIALS)):
+        for resource, kind in (*CONFIG_RESOURCES.items(), (SECRETS, CREDENTIALS), (DEPLOYMENTS, SCALE_TO_ZERO)):
             for item in self._cache.list(resource):
                 self._dirty.add((kind, _split_key(item.key)[1]))
-        self._mesh = _mesh_security(self._cache)
+        self._mesh = _mesh(self._cache)
         self._cache.add_listener(self._on_event)
         self.jwks.start()
         self._flush()
@@ -228,9 +278,13 @@ class PushServer:
         relevant = True
         if resource == SERVICES or resource == ENDPOINTS:
             self._dirty.add(("services", ident))
+            if resource == SERVICES:  # which Services a scale-to-zero Deployment backs may change
+                self._dirty.update((SCALE_TO_ZERO, k) for k in self._entries[SCALE_TO_ZERO] if k[0] == ident[0])
+        elif resource == DEPLOYMENTS and (ident in self._entries[SCALE_TO_ZERO] or idle_period(event.item.obj) is not None):
+            self._dirty.add((SCALE_TO_ZERO, ident))
         elif resource in CONFIG_RESOURCES:
             self._dirty.add((CONFIG_RESOURCES[resource], ident))
-        elif event.key == CA_BUNDLE_KEY:
+        elif event.key in (CA_BUNDLE_KEY, MESH_CONFIG_KEY):
             self._mesh_dirty = True
         elif resource == SECRETS:  # perhaps a gateway's credential: only gateways are refreshed
             self._dirty.add((CREDENTIALS, ident))
@@ -272,7 +326,7 @@ class PushServer:
             everywhere, namespaces, gateways_changed = self._apply_dirty()
             if self._mesh_dirty:
                 self._mesh_dirty = False
-                mesh = _mesh_security(self._cache)
+                mesh = _mesh(self._cache)
                 everywhere = everywhere or mesh != self._mesh
                 self._mesh = mesh
             for state in list(self._proxies.values()):
@@ -332,7 +386,8 @@ class PushServer:
             ordered("services"), ordered("virtualServices"), ordered("destinationRules"),
             ordered("serviceEntries"), ordered("gateways"), ordered("proxyPlugins"),
             ordered("peerAuthentications"), request_authns, ordered("authorizationPolicies"),
-            self.jwks.documents(), ordered(CREDENTIALS),
+            self.jwks.documents(), ordered(CREDENTIALS), local_rate_limits=ordered("localRateLimits"),
+            scale_to_zero=ordered(SCALE_TO_ZERO),
         )
 
     def _jwks_changed(self) -> None:
@@ -368,6 +423,13 @@ class PushServer:
         if kind == CREDENTIALS:
             secret = self._cache.get(f"{SECRETS}/{ident[0]}/{ident[1]}")
             return ms.credential_entry(secret.obj) if secret is not None else None
+        if kind == SCALE_TO_ZERO:
+            deployment = self._cache.get(f"{DEPLOYMENTS}/{ident[0]}/{ident[1]}")
+            body = None
+            if deployment is not None:
+                services = (item.obj for item in self._cache.list(SERVICES) if item.key.startswith(f"{SERVICES}/{ident[0]}/"))
+                body = scale_to_zero_body(deployment.obj, services)
+            return ms.Entry(ident[0], ident[1], ("*",), body) if body is not None else None
         resource = next(r for r, k in CONFIG_RESOURCES.items() if k == kind)
         item = self._cache.get(f"{resource}/{ident[0]}/{ident[1]}")
         return ms.entry(item.obj) if item is not None else None
@@ -410,6 +472,10 @@ class PushServer:
             if self.certs is None:
                 raise NotFound("this server runs no certificate authority")
             return await self.certs.handle(req, parts)
+        if len(parts) == 5 and parts[0] == "namespaces" and parts[2] == "services" and parts[4] == "activate":
+            if self.activator is None:
+                raise NotFound("this server does not scale workloads to zero")
+            return await self.activator.handle(req, parts[1], parts[3])
         if len(parts) == 3 and parts[0] == "proxies" and parts[2] in ("config", "ack"):
             ident = parts[1]
             try:

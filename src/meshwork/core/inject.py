@@ -41,6 +41,30 @@ OUTBOUND_PORT = 15001
 INBOUND_PORT = 15006
 ADMIN_PORT = 15020
 POD_PORTS_ENV = "ISTIO_META_POD_PORTS"
+APP_IP_ENV = "MESHWORK_APP_IP"  # the istio-proxy container's: where its app listens (``app_ip``)
+# Pod IPs come from 127.1.0.0/16 .. 127.95.0.0/16 (control.api.allocate); the app of a meshed pod
+# listens on the same address with this bit of the second octet set: 127.129.0.0/16 and up.
+_APP_BIT = 0x80
+
+
+def app_ip(pod_ip: str) -> str | None:
+    """The address a meshed pod's app listens on, derived from its pod IP with no state.
+
+    Inbound capture without root (Istio redirects with iptables): the pod IP
+    ``127.A.B.C`` belongs to the sidecar, which listens there on every app
+    port and forwards to the app at ``127.(A+128).B.C``, so no client reaches
+    the app around the sidecar's mTLS and policies. None when ``pod_ip`` is
+    not an IPv4 loopback address with ``A`` in 1..127 (the pod then runs
+    without capture: its app listens on the pod IP itself).
+    """
+    parts = pod_ip.split(".")
+    if len(parts) != 4 or not all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts):
+        return None
+    octets = [int(p) for p in parts]
+    if octets[0] != 127 or not 0 < octets[1] < _APP_BIT:
+        return None
+    octets[1] |= _APP_BIT
+    return ".".join(map(str, octets))
 
 
 def _says(value: str | None) -> bool | None:

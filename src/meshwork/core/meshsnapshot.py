@@ -48,7 +48,7 @@ _PREFIX_OF: dict[Role, str] = {"sidecar": "sidecar", "gateway": "router"}
 # The keys of a snapshot body, in the order they are written.
 CONFIG_KINDS = (
     "virtualServices", "destinationRules", "serviceEntries", "gateways", "proxyPlugins",
-    "peerAuthentications", "requestAuthentications", "authorizationPolicies",
+    "peerAuthentications", "requestAuthentications", "authorizationPolicies", "localRateLimits",
 )
 # Istio's root namespace: its security policies apply to every workload of the mesh.
 ROOT_NAMESPACE = "istio-system"
@@ -342,6 +342,10 @@ class MeshIndex:
     jwks: Mapping[str, str] = field(default_factory=dict)  # jwksUri -> the control plane's last good document
     # Secrets as gateway credentials (``credential_entry``); only a gateway gets those its Gateways name.
     credentials: Sequence[Entry] = ()
+    # meshwork's LocalRateLimits: those of the proxy's own namespace; the proxy applies their selectors.
+    local_rate_limits: Sequence[Entry] = ()
+    # Deployments that scale to zero (``core.scaletozero.snapshot_body``): the Services proxies activate.
+    scale_to_zero: Sequence[Entry] = ()
     _bodies: dict[VisibilityKey, Body] = field(default_factory=dict, repr=False)
 
     def key_for(self, proxy: Proxy) -> VisibilityKey:
@@ -375,6 +379,12 @@ class MeshIndex:
         plugins = [e.body for e in self.proxy_plugins if e.namespace == namespace]
         if plugins:  # only then, so snapshots without plugins stay as they were
             doc["proxyPlugins"] = plugins
+        limits = [e.body for e in self.local_rate_limits if e.namespace == namespace]
+        if limits:
+            doc["localRateLimits"] = limits
+        idle = [e.body for e in self.scale_to_zero if e.visible_in(namespace)]
+        if idle:
+            doc["scaleToZero"] = idle
         own = (namespace, ROOT_NAMESPACE)
         security = {
             "peerAuthentications": [e.body for e in self.peer_authentications],
@@ -403,7 +413,7 @@ def snapshot_bytes(
     """One snapshot as compact JSON, sharing the body's serialised bytes.
 
     ``revision`` is the store revision it was built from (for convergence reports);
-    ``mesh`` holds the members every proxy gets alike (``trustBundle``, ``caGeneration``).
+    ``mesh`` holds the members every proxy gets alike (``trustBundle``, ``caGeneration``, ``meshConfig``).
     """
     head: dict[str, Any] = {"version": version, "proxy": proxy.wire(), **(mesh or {})}
     if revision is not None:
@@ -485,6 +495,7 @@ def build_index(
     authorization_policies: Iterable[Wire] = (),
     jwks: Mapping[str, str] | None = None,
     secrets: Iterable[Wire] = (),
+    local_rate_limits: Iterable[Wire] = (),
 ) -> MeshIndex:
     """A MeshIndex from wire objects (everything recomputed; the push server reuses entries instead)."""
     pod_map = {
@@ -515,4 +526,5 @@ def build_index(
         sort(entry(o) for o in authorization_policies),
         dict(jwks or {}),
         sort(credential_entry(o) for o in secrets),
+        local_rate_limits=sort(entry(o) for o in local_rate_limits),
     )

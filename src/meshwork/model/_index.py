@@ -34,6 +34,7 @@ KINDS = (
     ('kueue.x-k8s.io', ('v1beta1', 'v1beta2'), 'LocalQueue', 'localqueues', 'localqueue', True, ('queue', 'queues', 'lq'), True, 'subdomain', (), 'meshwork.model.kueue'),
     ('kueue.x-k8s.io', ('v1beta1', 'v1beta2'), 'ResourceFlavor', 'resourceflavors', 'resourceflavor', False, ('flavor', 'flavors', 'rf'), False, 'subdomain', (), 'meshwork.model.kueue'),
     ('kueue.x-k8s.io', ('v1beta1', 'v1beta2'), 'WorkloadPriorityClass', 'workloadpriorityclasses', 'workloadpriorityclass', False, (), False, 'subdomain', (), 'meshwork.model.kueue'),
+    ('meshwork.io', ('v1alpha1',), 'LocalRateLimit', 'localratelimits', 'localratelimit', True, ('lrl',), False, 'subdomain', (), 'meshwork.model.ratelimit'),
     ('meshwork.io', ('v1alpha1',), 'ProxyPlugin', 'proxyplugins', 'proxyplugin', True, ('pp',), False, 'subdomain', (), 'meshwork.model.plugins'),
     ('networking.istio.io', ('v1', 'v1beta1', 'v1alpha3'), 'DestinationRule', 'destinationrules', 'destinationrule', True, ('dr',), True, 'subdomain', ('istio-io', 'networking-istio-io'), 'meshwork.model.istio_traffic'),
     ('networking.istio.io', ('v1', 'v1beta1', 'v1alpha3'), 'Gateway', 'gateways', 'gateway', True, ('gw',), True, 'label', ('istio-io', 'networking-istio-io'), 'meshwork.model.istio_networking'),

@@ -250,6 +250,7 @@ KIND_MODULES = (
     "meshwork.model.argo_analysis",
     "meshwork.model.argo_workflows",
     "meshwork.model.plugins",
+    "meshwork.model.ratelimit",
     "meshwork.model.kueue",
 )
 

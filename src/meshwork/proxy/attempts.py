@@ -64,6 +64,19 @@ class Attempts(LocalReplies):
             self._arm_timeouts()
         self._attempt()
 
+    def _hold_over(self, failure: str | None) -> None:
+        """The plan's hold is over: attempt, or answer 503 with why the upstream did not come up."""
+        self.retry_handle = None
+        self.delayed = False
+        if self.plan is None or self.mode != _HTTP:
+            return
+        if failure is not None:
+            self._local_failure(503, NO_HEALTHY_UPSTREAM, "UH", failure)
+            return
+        if self.req_done:
+            self._arm_timeouts()
+        self._attempt()
+
     def _attempt(self) -> None:
         self.retry_handle = None
         plan = self.plan

@@ -19,8 +19,16 @@ request, in the order of Istio's inbound filter chain:
    carries here (never the client: security refusals do not name policies);
 4. asks the inner decider with the normalised request.
 
+How paths are normalised is the mesh's choice: the snapshot's ``meshConfig``
+(Istio's ``pathNormalization.normalization`` and meshwork's own
+``escapedSlashes``, ``backslashes``, ``pathParameters``;
+``core.security.meshconfig``), read by ``compile_guard``; a value it does not
+know is a ``GuardRejected``, so the proxy NACKs the snapshot and keeps its
+last good config.
+
 A workload that no policy selects gets no guard at all: its listener keeps its
-bare decider and pays nothing. The sidecar wraps its inbound listener and a
+bare decider and pays nothing (the path goes to the app as received, as
+nothing is matched against it). The sidecar wraps its inbound listener and a
 gateway every listener; outbound traffic is never guarded (Istio enforces at
 the server side).
 
@@ -40,6 +48,7 @@ from typing import Any
 from meshwork.core.http1 import Request
 from meshwork.core.security.attributes import RequestAttributes, fold_headers
 from meshwork.core.security.authz import DENIED_BODY, Authorizer, Verdict, compile_policies
+from meshwork.core.security.meshconfig import MeshConfigRejected, path_options
 from meshwork.core.security.pathnorm import (
     DEFAULT_OPTIONS,
     NormalizeOptions,
@@ -87,14 +96,21 @@ def compile_guard(
     raw: Mapping[str, Any],
     *,
     previous: Guard | None = None,
-    options: NormalizeOptions = DEFAULT_OPTIONS,
+    options: NormalizeOptions | None = None,
 ) -> Guard | None:
     """The guard for the snapshot's workload, or None when no policy selects it.
 
-    ``previous`` is returned as is when the selected policies and keys did not
-    change, so that a snapshot about something else recompiles nothing.
-    Raises ``GuardRejected`` naming the policy at fault.
+    ``options`` (path normalisation) default to what the snapshot's
+    ``meshConfig`` says. ``previous`` is returned as is when the selected
+    policies, keys and options did not change, so that a snapshot about
+    something else recompiles nothing. Raises ``GuardRejected`` naming the
+    policy (or mesh config field) at fault.
     """
+    if options is None:
+        try:
+            options = path_options(raw.get("meshConfig"))
+        except MeshConfigRejected as exc:
+            raise GuardRejected(str(exc)) from exc
     workload = workload_of_snapshot(raw)
     authz = select_policies(raw.get("authorizationPolicies") or (), workload)
     authn = select_policies(raw.get("requestAuthentications") or (), workload)

@@ -251,6 +251,10 @@ class HttpProxyConnection(Attempts, asyncio.Protocol):
             self.delayed = True
             self.retry_handle = server.loop.call_later(plan.delay, self._delay_over)
             return
+        if plan.hold is not None:  # a workload waking from zero (proxy.activator); the body keeps coming
+            self.delayed = True
+            self.retry_handle = plan.hold.wait(self._hold_over)
+            return
         self._attempt()
 
     def _on_body(self, data: bytes) -> None:

@@ -4,11 +4,24 @@ What lives here: ``InboundDecider``, the small static decider behind the
 sidecar's ``$POD_IP:15006`` listener, and ``parse_pod_ports``, which reads the
 app's ports from ``ISTIO_META_POD_PORTS`` (set by injection, ``core.inject``).
 
+Inbound capture. When the sidecar knows its app's own address
+(``MESHWORK_APP_IP``, ``core.inject.app_ip``), the app listens there and the
+sidecar owns ``$POD_IP``: besides :15006 it listens on ``$POD_IP:<port>`` for
+every app port, each listener deciding with ``InboundDecider.at_port`` (the
+port is the listener's; a ``PortDecider``), with that port's mTLS mode. So a
+client outside the mesh (a pod without sidecar, the node's ClusterIP
+forwarder, anything on the machine) goes through the same mTLS, policies and
+metrics as a sidecar does, as Istio's iptables capture makes it. A port that
+does not speak HTTP (``opaque_ports``: a ``tcp-``, ``tls-``, ``mongo-`` ...
+port name or ``appProtocol``) is spliced as TCP to the app unless its mode is
+STRICT, where it is closed (sidecars carry no TCP between them). Without that
+address the app listens on ``$POD_IP`` and only :15006 is the sidecar's.
+
 How a request finds its port. A meshed client's sidecar connects to the
 destination pod's ``:15006`` and says which app port it meant in
 ``x-meshwork-inbound-port`` (on one machine there is no iptables redirect to
 keep the original destination port, so the header carries it). The header is
-removed before the request goes on to ``$POD_IP:<port>``:
+removed before the request goes on to the app's ``<port>``:
 
 * a port the pod declares, or a Service sends traffic to, goes to its
   ``inbound|<port>||<service>`` cluster;
@@ -47,6 +60,8 @@ __all__ = [
     "PROXY_PORTS",
     "AppPort",
     "InboundDecider",
+    "PortDecider",
+    "opaque_ports",
     "parse_pod_ports",
     "services_from_snapshot",
 ]
@@ -57,6 +72,8 @@ INBOUND_PORT_HEADER = b"x-meshwork-inbound-port"
 # merged metrics, health, Envoy's prometheus): never an app's, never forwarded to.
 PROXY_PORTS = frozenset({15000, 15001, 15004, 15006, 15008, 15020, 15021, 15090})
 PASSTHROUGH = "InboundPassthroughClusterIpv4"
+# Istio's protocols that are not HTTP: a captured port of one of these is spliced as TCP.
+OPAQUE_PROTOCOLS = frozenset({"tcp", "tls", "https", "mongo", "mysql", "redis"})
 _REMOVE = plan.HeaderEdits(remove=(INBOUND_PORT_HEADER,))
 # Status 0: the engine closes the connection without an answer (Envoy's STRICT filter chain sends none).
 _REFUSED = plan.DirectResponse(status=0, reason="plaintext request for an app port whose mTLS mode is STRICT")
@@ -92,6 +109,27 @@ def parse_pod_ports(text: str | None) -> tuple[AppPort, ...]:
             continue
         out.setdefault(port, AppPort(port, str(item.get("name") or "")))
     return tuple(out[p] for p in sorted(out))
+
+
+def _opaque(name: str, app_protocol: object) -> bool:
+    candidate = str(app_protocol or name.split("-", 1)[0]).lower()
+    return candidate in OPAQUE_PROTOCOLS
+
+
+def opaque_ports(raw: Mapping[str, Any], pod_ip: str, ports: Iterable[AppPort] = ()) -> frozenset[int]:
+    """The app ports that do not speak HTTP, by Istio's protocol selection (``appProtocol``, else the
+    port name's prefix): a declared container port's name, or a Service port that sends there."""
+    found = {p.port for p in ports if _opaque(p.name, None)}
+    for svc in raw.get("services") or []:
+        mine = [ep for ep in svc.get("endpoints") or [] if ep.get("ip") == pod_ip]
+        for sp in svc.get("ports") or []:
+            if not _opaque(str(sp.get("name") or ""), sp.get("appProtocol")):
+                continue
+            for ep in mine:
+                number = (ep.get("ports") or {}).get(str(sp.get("name") or ""))
+                if isinstance(number, int):
+                    found.add(number)
+    return frozenset(found)
 
 
 def services_from_snapshot(raw: Mapping[str, Any], pod_ip: str) -> dict[int, str]:
@@ -145,19 +183,23 @@ class InboundDecider:
         ports: Iterable[AppPort],
         services: Mapping[int, str] | None = None,
         refuses_plaintext: Callable[[int], bool] | None = None,
+        *,
+        app_ip: str | None = None,
     ) -> None:
         self.pod_ip = pod_ip
+        # Where the app listens: its own address when the sidecar captures the pod IP's ports.
+        self.app_ip = app_ip or pod_ip
         # PeerAuthentication with ports in different modes (``proxy.meshtls``): the listener is
         # PERMISSIVE and a plaintext request for a STRICT app port is refused here.
         self.refuses_plaintext = refuses_plaintext
         services = services or {}
-        declared = {p.port: p for p in ports}
+        declared = {p.port: p for p in ports if p.port not in PROXY_PORTS}  # the proxy's own: never the app's
         for port in services:  # a Service's targetPort is an app port even when not declared (as in Istio)
             if port not in PROXY_PORTS:
                 declared.setdefault(port, AppPort(port))
         self.ports = tuple(declared[p] for p in sorted(declared))
         self.clusters: dict[int, _AppCluster] = {
-            p.port: _AppCluster(f"inbound|{p.port}||{services.get(p.port, '')}", plan.Endpoint(pod_ip, p.port))
+            p.port: _AppCluster(f"inbound|{p.port}||{services.get(p.port, '')}", plan.Endpoint(self.app_ip, p.port))
             for p in self.ports
         }
         self._forwards = {port: plan.Forward(cluster=c, request_headers=_REMOVE) for port, c in self.clusters.items()}
@@ -196,6 +238,31 @@ class InboundDecider:
             return _reply("NR", f"x-meshwork-inbound-port {text!r} is not an app port of this pod")
         forward = self._passthrough.get(port)
         if forward is None:
-            cluster = _AppCluster(PASSTHROUGH, plan.Endpoint(self.pod_ip, port))
+            cluster = _AppCluster(PASSTHROUGH, plan.Endpoint(self.app_ip, port))
             forward = self._passthrough[port] = plan.Forward(cluster=cluster, request_headers=_REMOVE)
         return forward
+
+    def at_port(self, port: int) -> PortDecider:
+        """The decider of a capture listener on ``$POD_IP:<port>``: every request goes to that app port."""
+        forward = self._forwards.get(port)
+        if forward is None:
+            forward = plan.Forward(cluster=self.cluster_at(port), request_headers=_REMOVE)
+        return PortDecider(port, forward)
+
+    def cluster_at(self, port: int) -> _AppCluster:
+        """The app port's cluster (one endpoint: the app), also for a TCP splice of an opaque port."""
+        found = self.clusters.get(port)
+        return found if found is not None else _AppCluster(f"inbound|{port}||", plan.Endpoint(self.app_ip, port))
+
+
+class PortDecider:
+    """One captured app port: the listener says which port, so no header is needed (one is removed)."""
+
+    __slots__ = ("forward", "port")
+
+    def __init__(self, port: int, forward: plan.Forward) -> None:
+        self.port = port
+        self.forward = forward
+
+    def decide(self, request: Request, downstream: plan.Downstream) -> plan.Plan:
+        return self.forward

@@ -27,6 +27,7 @@ from meshwork.core import http1
 from meshwork.proxy.heads import local_reply
 from meshwork.proxy.observe import RequestInfo
 from meshwork.proxy.plan import (
+    Cancellable,
     DirectResponse,
     Downstream,
     Endpoint,
@@ -116,7 +117,7 @@ class LocalReplies:
     started: float
     received: int  # request body bytes from the client
     sent: int  # response body bytes to the client
-    retry_handle: asyncio.TimerHandle | None
+    retry_handle: asyncio.TimerHandle | Cancellable | None  # a timer, or a plan's hold (proxy.activator)
     delayed: bool
     picked: bool
     answered: bool
@@ -375,6 +376,10 @@ class LocalReplies:
             route = decided.route if decided is not None else ""
             cluster = decided.cluster if isinstance(decided, DirectResponse) else ""
         endpoint = self.endpoint
+        if endpoint is not None and self.attempts:
+            upstream, upstream_tls = endpoint.key, endpoint.tls
+        else:
+            upstream, upstream_tls = "", None
         info = RequestInfo(
             req.method,
             req.host or b"",
@@ -383,7 +388,7 @@ class LocalReplies:
             self.flags,
             route,
             cluster,
-            endpoint.key if endpoint is not None and self.attempts else "",
+            upstream,
             self.started,
             server.loop.time() - self.started,
             self.received,
@@ -392,6 +397,8 @@ class LocalReplies:
             source=self.source,
             attempts=self.attempts,
             request=req,
+            downstream=self.downstream,
+            upstream_tls=upstream_tls,
         )
         try:
             observer.request_done(info)

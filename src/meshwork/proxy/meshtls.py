@@ -19,7 +19,8 @@ What lives here:
   ports: one mode for every port is the listener's mode; ports that differ
   make the listener PERMISSIVE, and the inbound decider refuses plaintext
   requests for the STRICT ports (``InboundDecider``: the connection is
-  closed without an answer).
+  closed without an answer). A capture listener (one app port on the pod
+  IP) takes that port's mode itself (``InboundMtls.mode_for``).
 * ``OutboundMtls``: Istio's auto mTLS and DestinationRule ``tls`` for each
   endpoint of a cluster (``ClusterState`` asks it): to a meshed endpoint
   (``security.istio.io/tlsMode: istio``) through its sidecar, ISTIO_MUTUAL
@@ -266,6 +267,12 @@ class InboundMtls:
     @property
     def mixed(self) -> bool:
         return bool(self.strict_ports or self.strict_other)
+
+    def mode_for(self, port: int) -> TlsMode:
+        """The mode of a capture listener that serves only app ``port`` (``proxy.inbound``)."""
+        if self.mode is TlsMode.STRICT or (self.mixed and self.refuses_plaintext(port)):
+            return TlsMode.STRICT
+        return self.mode
 
 
 def _workload(raw: Mapping[str, Any]) -> Workload:

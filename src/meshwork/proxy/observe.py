@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from meshwork.core.http1 import Request
+    from meshwork.proxy.plan import Downstream, UpstreamTls
 
 __all__ = ["ConnectionInfo", "NullObserver", "Observer", "Observers", "RequestInfo"]
 
@@ -63,12 +64,21 @@ class RequestInfo:
     client (chunked framing included); heads are never counted (Envoy's
     %BYTES_RECEIVED% / %BYTES_SENT%). ``request`` is the parsed head, for
     headers a log wants.
+
+    Who the peers are, from the TLS of the connections, carried as the
+    engine already holds them (made once per connection, never per request):
+    ``downstream`` is the client connection's ``plan.Downstream`` (its
+    ``principal`` is the client certificate's SPIFFE identity when the
+    connection is mutual TLS); ``upstream_tls`` the ``plan.UpstreamTls`` the
+    last attempt connected with (None: plaintext, or no attempt), whose
+    ``identities`` the server's certificate was verified against.
     """
 
     __slots__ = (
         "attempts",
         "authority",
         "cluster",
+        "downstream",
         "duration",
         "flags",
         "method",
@@ -82,6 +92,7 @@ class RequestInfo:
         "start",
         "status",
         "upstream",
+        "upstream_tls",
     )
 
     def __init__(
@@ -103,6 +114,8 @@ class RequestInfo:
         source: str = "",
         attempts: int = 0,
         request: Request | None = None,
+        downstream: Downstream | None = None,
+        upstream_tls: UpstreamTls | None = None,
     ) -> None:
         self.method = method
         self.authority = authority
@@ -120,6 +133,8 @@ class RequestInfo:
         self.source = source
         self.attempts = attempts
         self.request = request
+        self.downstream = downstream
+        self.upstream_tls = upstream_tls
 
     def __repr__(self) -> str:
         return (

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "Cancellable",
     "Cluster",
     "Decider",
     "DirectResponse",
@@ -37,6 +38,7 @@ __all__ = [
     "ErrorKind",
     "Forward",
     "HeaderEdits",
+    "Hold",
     "Outcome",
     "Plan",
     "PoolLimits",
@@ -171,6 +173,21 @@ class Cluster(Protocol):
         ...
 
 
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Hold(Protocol):
+    """Something the request waits for before its first attempt (a workload scaled to zero waking up).
+
+    ``wait(done)`` calls ``done(None)`` once the cluster has an endpoint, or
+    ``done(reason)`` when it will not (the request is answered 503 with the
+    reason); never after the returned handle's ``cancel()`` (the client left).
+    """
+
+    def wait(self, done: Callable[[str | None], None]) -> Cancellable: ...
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """VirtualService ``retries``: ``attempts`` is the number of retries after the first try."""
@@ -232,6 +249,7 @@ class Forward:
     route: str = ""
     delay: float | None = None
     mirror: tuple[Cluster, float] | None = None
+    hold: Hold | None = None  # wait for this before the first pick (proxy.activator)
 
 
 @dataclass(frozen=True, slots=True)

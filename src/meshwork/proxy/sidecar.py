@@ -13,7 +13,9 @@ Roles: a sidecar listens on ``$POD_IP:15001`` for its app's outbound
 requests (the app's ``HTTP_PROXY``), connecting upstream from its pod IP so
 the destination knows who calls, and on ``$POD_IP:15006`` for requests to
 its app from other sidecars (``proxy.inbound``; metrics with
-``reporter="destination"``); a gateway listens on every port its
+``reporter="destination"``) and, when it knows the app's own address
+(``app_ip``), on ``$POD_IP:<port>`` for each app port (inbound capture: no
+client reaches the app around it); a gateway listens on every port its
 Gateways' servers name (mapped through the gateway Service's targetPort) on
 the configured host address. The outbound listener opens only once a first
 config applies (the inbound one with it), so the pod's readiness means "routing".
@@ -37,6 +39,8 @@ import httptools
 
 from meshwork.core.mesh.compile import compile_snapshot
 from meshwork.core.mesh.snapshot import snapshot_from_wire
+from meshwork.core.ratelimit import Limiter
+from meshwork.proxy.activator import ActivatingDecider, Activator
 from meshwork.proxy.admin import AdminServer
 from meshwork.proxy.gatewaytls import GatewayTls
 from meshwork.proxy.guard import Guard, GuardedDecider, GuardRejected, compile_guard
@@ -45,6 +49,7 @@ from meshwork.proxy.inbound import (
     INBOUND_PORT_HEADER,
     AppPort,
     InboundDecider,
+    opaque_ports,
     services_from_snapshot,
 )
 from meshwork.proxy.mesh import ClusterState, MeshDecider, Tracing
@@ -52,6 +57,8 @@ from meshwork.proxy.meshtls import InboundMtls, MeshTls, OutboundMtls, inbound_m
 from meshwork.proxy.observe import Observer, Observers
 from meshwork.proxy.plan import Decider
 from meshwork.proxy.plugins import selected
+from meshwork.proxy.ratelimit import RateLimitedDecider, limiter_for
+from meshwork.proxy.server import HttpProxy
 from meshwork.proxy.telemetry import AccessLogWriter, Directory, MeshMetrics, MetricsObserver, Peer
 from meshwork.proxy.tls import ListenerTls, TlsMode
 from meshwork.proxy.tracing import OtlpExporter, Tracer
@@ -103,6 +110,7 @@ class SidecarOptions:
     access_log: str | None = None  # "-" (stdout, so `meshwork logs POD -c istio-proxy` shows it) or a file
     pod_ports: tuple[AppPort, ...] = ()  # the app's ports (ISTIO_META_POD_PORTS), for the inbound side
     pod_ip: str | None = None  # the app's address for inbound and the outbound source (None: listen_host)
+    app_ip: str | None = None  # the app's own address: the sidecar captures the pod IP's app ports (proxy.inbound)
 
 
 class _Stream:
@@ -155,6 +163,9 @@ class Sidecar:
         self._observer = Observers(*outbound)
         self._inbound_observer: MetricsObserver | None = None
         self._inbound_key: tuple[Any, ...] | None = None  # what the inbound decider was built from
+        self._captured: dict[int, Any] = {}  # app port -> HttpProxy on $POD_IP:<port> (inbound capture)
+        self._capture_tls: dict[int, ListenerTls] = {}  # app port -> its listener's mTLS policy
+        self.rate_limiter: Limiter | None = None  # this workload's LocalRateLimits (proxy.ratelimit)
         self.guard: Guard | None = None  # this workload's security policies (proxy.guard); None: none apply
         self.gateway_tls: GatewayTls | None = None  # a gateway's TLS listeners (proxy.gatewaytls)
         # The proxy's mesh certificate and TLS contexts (proxy.meshtls). A gateway has one too:
@@ -162,6 +173,8 @@ class Sidecar:
         self.mtls: MeshTls | None = None
         self.mtls = MeshTls(sign_over_http(self.host, self.port, options.token, options.proxy_id))
         self._last_raw: dict[str, Any] | None = None  # a gateway re-applies it when its certificate arrives
+        # Requests for workloads scaled to zero wait here while they start (proxy.activator).
+        self.activator = Activator(self.host, self.port, options.token, self.states)
 
     # -- applying config -------------------------------------------------------------
 
@@ -175,6 +188,10 @@ class Sidecar:
             self.guard = compile_guard(raw, previous=self.guard)
         except GuardRejected as exc:
             return str(exc)
+        error = self._rate_limits(raw)
+        if error is not None:
+            return error
+        self.activator.update(raw)
         loop = asyncio.get_running_loop()
         left_out: str | None = None  # a gateway's servers not served (applied all the same; reported as a NACK)
         if self.options.role == "gateway":
@@ -190,7 +207,7 @@ class Sidecar:
                                   plugins=plugins, tls=tls)  # fmt: skip
             self.decider = decider
             pod_ip = self.options.pod_ip or self.options.listen_host
-            await self._listen(OUTBOUND_PORT, decider, source=pod_ip)
+            await self._listen(OUTBOUND_PORT, self._activating(decider), source=pod_ip)
             await self._inbound(raw, pod_ip)
         self.version = str(raw.get("version", ""))
         self._learn_peers(raw)
@@ -219,15 +236,18 @@ class Sidecar:
         """The inbound listener, its decider rebuilt only when the Services sending to this pod change."""
         services = services_from_snapshot(raw, pod_ip)
         mtls = self._inbound_mtls(raw, services)
-        key = (tuple(sorted(services.items())), self.guard, mtls)
+        key = (tuple(sorted(services.items())), self.guard, mtls, self.rate_limiter)
         if key == self._inbound_key:
             return
         if self._inbound_observer is None:
             self._inbound_observer = self.metrics.observer("destination")
         refuses = mtls.refuses_plaintext if mtls is not None and mtls.mixed else None
-        decider = self._guard_inbound(InboundDecider(pod_ip, self.options.pod_ports, services, refuses), pod_ip)
+        inbound = InboundDecider(pod_ip, self.options.pod_ports, services, refuses, app_ip=self.options.app_ip)
+        decider = self._limit(self._guard_inbound(inbound, pod_ip))
         await self._listen(INBOUND_PORT, decider, observer=self._inbound_observer,
                            tls=self.mtls.listener if self.mtls is not None else None)  # fmt: skip
+        if self.options.app_ip:
+            await self._capture(raw, inbound, pod_ip, mtls)
         self._inbound_key = key
 
     async def _outbound_tls(self, raw: dict[str, Any], *, wait: bool = True) -> OutboundMtls | None:
@@ -268,6 +288,107 @@ class Sidecar:
         return GuardedDecider(decider, self.guard, destination_port=only, destination_ip=pod_ip,
                               port_header=INBOUND_PORT_HEADER)  # fmt: skip
 
+    def _rate_limits(self, raw: dict[str, Any]) -> str | None:
+        """This workload's LocalRateLimits (proxy.ratelimit); the NACK text when one is invalid."""
+        try:
+            self.rate_limiter = limiter_for(raw, self.rate_limiter)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def _activating(self, decider: Decider) -> Decider:
+        """A client-side listener's decider, holding requests for workloads at zero (proxy.activator)."""
+        return ActivatingDecider(decider, self.activator)
+
+    def _limit(self, decider: Decider) -> Decider:
+        """A server-side listener's decider behind this workload's rate limits, when any select it."""
+        if self.rate_limiter is None:
+            return decider
+        metrics = self.metrics
+
+        def workload_of_address(address: str) -> str | None:
+            peer = metrics.directory.lookup(address)  # the directory of the latest snapshot
+            return None if peer.workload == "unknown" else f"{peer.namespace}/{peer.workload}"
+
+        return RateLimitedDecider(decider, self.rate_limiter, workload_of=workload_of_address)
+
+    # -- inbound capture (proxy.inbound) -------------------------------------------------------
+
+    async def _capture(self, raw: dict[str, Any], inbound: InboundDecider, pod_ip: str,
+                       mtls: InboundMtls | None) -> None:  # fmt: skip
+        """A listener on ``$POD_IP:<port>`` for every app port, forwarding to the app's own address,
+        each with its port's mTLS mode, the workload's guard and rate limits, as :15006 has. A port
+        that is not HTTP is spliced as TCP, and closed under STRICT (no mTLS for TCP here)."""
+        wanted = [p.port for p in inbound.ports]
+        opaque = opaque_ports(raw, pod_ip, self.options.pod_ports)
+        for port in wanted:
+            mode = mtls.mode_for(port) if self.mtls is not None and mtls is not None else None
+            if port in opaque:
+                await self._capture_tcp(port, inbound, pod_ip, refused=mode is TlsMode.STRICT)
+                continue
+            decider: Decider = inbound.at_port(port)
+            if self.guard is not None:
+                decider = GuardedDecider(decider, self.guard, destination_port=port, destination_ip=pod_ip)
+            decider = self._limit(decider)
+            tls: ListenerTls | None = None
+            if self.mtls is not None and mode is not None:
+                tls = self._capture_tls.setdefault(port, ListenerTls(mode=mode))
+                tls.holder = self.mtls.server
+                was, tls.mode = tls.mode, mode
+                proxy = self._captured.get(port)
+                if isinstance(proxy, HttpProxy) and mode is TlsMode.STRICT and was is not TlsMode.STRICT:
+                    proxy.drain(lambda downstream: not downstream.tls)  # no plaintext goes on under STRICT
+            await self._capture_http(port, decider, pod_ip, tls)
+        for port in [p for p in self._captured if p not in wanted]:  # a Service no longer sends there
+            await self._uncapture(port)
+
+    async def _uncapture(self, port: int) -> None:
+        proxy = self._captured.pop(port, None)
+        self._capture_tls.pop(port, None)
+        if isinstance(proxy, HttpProxy):
+            await proxy.close(1.0)
+        elif proxy is not None:
+            await proxy.close()
+
+    async def _capture_http(self, port: int, decider: Decider, pod_ip: str, tls: ListenerTls | None) -> None:
+        proxy = self._captured.get(port)
+        if isinstance(proxy, HttpProxy):
+            proxy.decider = decider
+            return
+        await self._uncapture(port)  # a TCP splice before the port's protocol was known
+        if tls is not None:
+            self._capture_tls[port] = tls
+        proxy = HttpProxy(decider, observer=self._inbound_observer)
+        if await self._bind(port, pod_ip, proxy.start(self.options.listen_host, port, tls=tls)):
+            self._captured[port] = proxy
+        else:
+            await proxy.close(0.0)
+
+    async def _capture_tcp(self, port: int, inbound: InboundDecider, pod_ip: str, *, refused: bool) -> None:
+        from meshwork.proxy.tcp import TcpProxy
+
+        proxy = self._captured.get(port)
+        if isinstance(proxy, TcpProxy):
+            if not refused:
+                proxy.cluster = inbound.cluster_at(port)
+                return
+        if proxy is not None:
+            await self._uncapture(port)
+        if refused:
+            return  # STRICT: nothing listens on the pod IP's port, a plaintext client is refused
+        tcp = TcpProxy(inbound.cluster_at(port), observer=self._inbound_observer)
+        if await self._bind(port, pod_ip, tcp.start(self.options.listen_host, port)):
+            self._captured[port] = tcp
+
+    async def _bind(self, port: int, pod_ip: str, start: Any) -> bool:
+        try:
+            await start
+        except OSError as exc:  # an app still on the pod IP (started before capture) or on 0.0.0.0
+            log.warning("proxy %s: cannot capture %s:%d (%s): clients reach the app there without the "
+                        "sidecar until it is free", self.options.proxy_id, pod_ip, port, exc)  # fmt: skip
+            return False
+        return True
+
     def _guard_gateway(self, decider: MeshDecider, port: int) -> Decider:
         """A gateway listener's decider behind the guard; destination.port is the listener's port."""
         if self.guard is None:
@@ -295,9 +416,9 @@ class Sidecar:
         wanted = set(table.ports) | set(table.gateway_tls)
         left_out: list[str] = []
         for port in sorted(wanted):
-            decider = self._guard_gateway(
+            decider = self._limit(self._activating(self._guard_gateway(
                 MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time, listener_port=port, tls=mtls),
-                port)  # fmt: skip
+                port)))  # fmt: skip
             was_tls = gw_tls.serving.get(port, False)
             tls: ListenerTls | None = None
             if port in table.gateway_tls:
@@ -431,3 +552,5 @@ class Sidecar:
         for proxy in self.proxies.values():
             await proxy.close(2.0)
         self.proxies.clear()
+        for port in list(self._captured):
+            await self._uncapture(port)

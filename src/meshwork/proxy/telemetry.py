@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sys
 import time
@@ -121,6 +122,21 @@ class Peer:
 UNKNOWN_PEER = Peer()
 
 
+def _peer_of_principal(peer: Peer, principal: str) -> Peer:
+    """The client as its certificate names it (``cluster.local/ns/foo/sa/sleep``, verified by TLS).
+
+    The workload, app and version come from the address (the certificate does not
+    carry them) only when that pod runs as the same identity; otherwise only what
+    the certificate says is reported: its namespace and principal.
+    """
+    uri = principal if principal.startswith("spiffe://") else f"spiffe://{principal}"
+    if peer.principal == uri:
+        return peer
+    parts = principal.split("/")
+    namespace = parts[2] if len(parts) == 5 and parts[1] == "ns" and parts[3] == "sa" else UNKNOWN
+    return Peer(namespace=namespace, principal=uri)
+
+
 def parse_cluster(name: str) -> tuple[str, str, str]:
     """``outbound|<port>|<subset>|<fqdn>`` (or ``inbound|...``) -> (service host, name, namespace).
 
@@ -205,8 +221,14 @@ class _Tcp:
         self.sent += other.sent
 
 
-# Per-request key: (cluster, peer address, status, flags).
-_Key = tuple[str, str, int, str]
+# Per-request key: (cluster, peer address, status, flags, TLS identity). The identity is what
+# the connection's TLS says about the peer: inbound, the client certificate's principal
+# (``cluster.local/ns/foo/sa/sleep``; None: not mutual TLS); outbound, the identities the
+# server's certificate was verified against (a frozenset, its hash cached; None: plaintext).
+# ``_UNSEEN``: the engine did not say (a record made without connection info, and TCP).
+_UNSEEN = "-"
+_Ident = str | frozenset[str] | None
+_Key = tuple[str, str, int, str, _Ident]
 
 
 class MetricsObserver:
@@ -226,7 +248,16 @@ class MetricsObserver:
         self.tcp: dict[_Key, _Tcp] = {}
 
     def request_done(self, info: RequestInfo) -> None:
-        key = (info.cluster, info.upstream if self.outbound else info.source, info.status, info.flags)
+        downstream = info.downstream
+        ident: _Ident
+        if downstream is None:
+            ident = _UNSEEN
+        elif self.outbound:
+            tls = info.upstream_tls
+            ident = tls.identities if tls is not None else None
+        else:
+            ident = downstream.principal
+        key = (info.cluster, info.upstream if self.outbound else info.source, info.status, info.flags, ident)
         s = self.http.get(key)
         if s is None:
             s = self.http[key] = [0] * _WIDTH
@@ -242,7 +273,7 @@ class MetricsObserver:
         s[_RESP + _bisect(_INT_BOUNDS, r)] += 1
 
     def _tcp(self, info: ConnectionInfo) -> _Tcp:
-        key = (info.cluster, info.upstream if self.outbound else info.source, 0, info.flags)
+        key = (info.cluster, info.upstream if self.outbound else info.source, 0, info.flags, _UNSEEN)
         s = self.tcp.get(key)
         if s is None:
             s = self.tcp[key] = _Tcp()
@@ -281,13 +312,29 @@ class MeshMetrics:
         return o
 
     def _labels(self, o: MetricsObserver, cluster: str, peer_address: str, status: int, flags: str,
-                protocol: str) -> tuple[str, ...]:  # fmt: skip
+                protocol: str, ident: _Ident = _UNSEEN) -> tuple[str, ...]:  # fmt: skip
+        """Istio's label values. The peer is looked up by address; where the connection's TLS
+        says who it is (``ident``), the certificate wins over the address."""
         host, svc_name, svc_ns = parse_cluster(cluster)
         peer = self.directory.lookup(peer_address)
         if o.reporter == "source":
+            # Istio: destination_principal is the server certificate's URI SAN (unknown over
+            # plaintext); connection_security_policy is "unknown" when the source reports.
+            if ident != _UNSEEN:
+                principal = next(iter(ident)) if isinstance(ident, frozenset) and len(ident) == 1 else UNKNOWN
+                if principal != peer.principal:
+                    peer = dataclasses.replace(peer, principal=principal)
             src, dst, policy = self.local, peer, UNKNOWN
         else:
-            src, dst, policy = peer, self.local, "mutual_tls" if o.mtls else "none"
+            if ident == _UNSEEN:
+                policy = "mutual_tls" if o.mtls else "none"
+            elif ident is None:
+                policy = "none"
+                peer = dataclasses.replace(peer, principal=UNKNOWN)  # no certificate: nobody vouched
+            else:
+                policy = "mutual_tls"
+                peer = _peer_of_principal(peer, str(ident))
+            src, dst = peer, self.local
             if host == UNKNOWN and self.service != UNKNOWN:
                 host, svc_name, svc_ns = parse_cluster(f"inbound|||{self.service}")
         return (
@@ -303,13 +350,13 @@ class MeshMetrics:
         http: dict[tuple[str, ...], list[float]] = {}
         tcp: dict[tuple[str, ...], _Tcp] = {}
         for o in self.observers:
-            for (cluster, addr, status, flags), s in list(o.http.items()):
-                labels = self._labels(o, cluster, addr, status, flags, "http")
+            for (cluster, addr, status, flags, ident), s in list(o.http.items()):
+                labels = self._labels(o, cluster, addr, status, flags, "http", ident)
                 agg = http.get(labels)
                 if agg is None:
                     agg = http[labels] = [0] * _WIDTH
                 _merge(agg, s)
-            for (cluster, addr, _, flags), t in list(o.tcp.items()):
+            for (cluster, addr, _, flags, _ident), t in list(o.tcp.items()):
                 labels = self._labels(o, cluster, addr, 0, flags, "tcp")
                 aggt = tcp.get(labels)
                 if aggt is None:

@@ -250,3 +250,30 @@ def test_bad_requests_are_refused(api: Http, method: str, path: str, body: Any, 
 def test_the_push_api_needs_a_token(api: Http) -> None:
     assert api.get(f"{API}/proxies", token=False).status == 401
     assert api.get(f"{API}/proxies/{sidecar_id('a', 'b')}/config", token="wrong").status == 401
+
+
+def test_every_snapshot_carries_the_mesh_config_and_follows_its_configmap(
+    api: Http, proxies: Callable[..., FakeProxy]
+) -> None:
+    """Istio's mesh config (ConfigMap istio-system/istio, key ``mesh``): the parts proxies need go to every
+    proxy; a change is a new snapshot; text that is not YAML goes out as ``meshConfig.error`` (proxies NACK)."""
+    ns = "push-meshconfig"
+    cms = "/api/v1/namespaces/istio-system/configmaps"
+    assert api.post(PODS.format(ns=ns), pod("mc-1", {"app": "mc"})).status == 201
+    proxy = proxies(sidecar_id("mc-1", ns))
+    assert proxy.next()["meshConfig"] == {}
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": "istio-system"},
+          "data": {"mesh": "accessLogFile: /dev/stdout\npathNormalization:\n  normalization: NONE\n",
+                   "meshwork": "pathNormalization: {escapedSlashes: reject}\n"}}  # fmt: skip
+    try:
+        assert api.post(cms, cm).status == 201
+        snap = eventually(lambda: (s := proxy.next()) and "pathNormalization" in s["meshConfig"] and s)
+        assert snap["meshConfig"] == {"pathNormalization": {"normalization": "NONE"},
+                                      "meshworkPathNormalization": {"escapedSlashes": "reject"}}  # fmt: skip
+        cm["data"] = {"mesh": "pathNormalization: [unclosed\n"}
+        assert api.put(f"{cms}/istio", cm).status == 200
+        bad = eventually(lambda: (s := proxy.next()) and "error" in s["meshConfig"] and s)
+        assert "ConfigMap istio-system/istio key 'mesh' is not valid YAML" in bad["meshConfig"]["error"]
+    finally:
+        api.delete(f"{cms}/istio")
+    assert eventually(lambda: proxy.next()["meshConfig"] == {})

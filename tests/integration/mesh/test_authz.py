@@ -351,3 +351,115 @@ def test_bookinfo_viewers_allow_only_the_named_service_account(mesh: Mesh) -> No
     finally:
         mesh.delete(policy)
     _until(mesh, 200, "http://ratings.default:9080/ratings/0", "bookinfo-viewers to go away")
+
+
+def _mesh_config(mesh: Mesh, text: str | None) -> None:
+    """Write Istio's mesh config (ConfigMap istio-system/istio, key ``mesh``), or delete it (None)."""
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "istio", "namespace": "istio-system"},
+          "data": {"mesh": text or ""}}  # fmt: skip
+    if text is None:
+        mesh.meshwork("delete", "configmap", "istio", "-n", "istio-system", "--ignore-not-found")
+    else:
+        mesh.meshwork("apply", "-f", "-", stdin=json.dumps(cm))  # a NACKed config fails apply: checked below
+
+
+def test_mesh_config_path_normalization_none_lets_double_slash_past_a_deny(mesh: Mesh) -> None:
+    """meshConfig pathNormalization: NONE matches ``//admin`` as it is, so a DENY on /admin misses it and the
+    app serves /admin; meshwork's default (DECODE_AND_MERGE_SLASHES) refuses it. A bad value is NACKed."""
+    policy = mesh.tmp / "deny-admin-meshconfig.yaml"
+    policy.write_text(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-admin-mc, namespace: foo}\n"
+        "spec:\n  selector: {matchLabels: {app: recorder}}\n  action: DENY\n"
+        "  rules: [{to: [{operation: {paths: [/admin, /admin/*]}}]}]\n"
+    )
+    ip = mesh.ips["recorder.foo"]
+
+    def send(target: str) -> tuple[int, str]:
+        return raw(ip, 15006, f"GET {target} HTTP/1.1\r\nHost: recorder.foo:8080\r\nConnection: close\r\n\r\n".encode())
+
+    def until(target: str, want: int, what: str) -> tuple[int, str]:
+        last: list[tuple[int, str]] = []
+        try:
+            wait_for(lambda: last.append(send(target)) or last[-1][0] == want, 30, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {last[-1:]}") from None
+        return last[-1]
+
+    mesh.apply(policy)
+    try:
+        until("/admin", 403, "deny-admin to apply")
+        assert send("//admin")[0] == 403  # the default merges slashes before matching
+        _mesh_config(mesh, "pathNormalization:\n  normalization: NONE\n")
+        # The DENY misses "//admin", and the app (Python's http.server merges leading slashes) serves /admin:
+        # the walk-around meshwork's default closes.
+        assert until("//admin", 200, "normalization NONE to reach the recorder's sidecar") == (200, "got /admin")
+        assert send("/admin")[0] == 403  # the exact spelling is still denied
+        assert send("/x/../admin")[0] == 200  # nor are dot segments resolved: the app gets them as sent
+
+        _mesh_config(mesh, "pathNormalization:\n  normalization: SOMETIMES\n")
+
+        def nacked() -> str | None:
+            out = mesh.meshwork("proxy-status", "-n", "foo").stdout
+            return next((line for line in out.splitlines() if "recorder" in line and "SOMETIMES" in line), None)
+
+        line = wait_for(nacked, 30, "the recorder's proxy to NACK normalization SOMETIMES")
+        assert "pathNormalization.normalization" in line, line
+        assert send("//admin") == (200, "got /admin")  # the last good config (NONE) still in force
+
+        _mesh_config(mesh, "pathNormalization:\n  normalization: DECODE_AND_MERGE_SLASHES\n")
+        until("//admin", 403, "DECODE_AND_MERGE_SLASHES to apply")
+        assert send("/%2Fadmin")[0] == 403
+        _mesh_config(mesh, None)
+        assert send("//admin")[0] == 403
+    finally:
+        _mesh_config(mesh, None)
+        mesh.delete(policy)
+
+
+def test_namespace_level_allow_admits_only_its_own_namespace(mesh: Mesh) -> None:
+    """Istio's namespace-level ALLOW: no selector, ``from.source.namespaces: [foo]``; the source namespace
+    is the one in the caller's mTLS certificate."""
+    policy = mesh.tmp / "allow-same-namespace.yaml"
+    policy.write_text(
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n"
+        "metadata: {name: allow-same-namespace, namespace: foo}\n"
+        "spec:\n  action: ALLOW\n  rules:\n  - from:\n    - source:\n        namespaces: [\"foo\"]\n"
+    )
+    mesh.apply(policy)
+    try:
+        assert _until(mesh, 403, "http://httpbin.foo:8000/ip", "the namespace ALLOW to apply", via="sleep.bar") == (
+            403, DENIED)  # fmt: skip
+        assert mesh.call("http://httpbin.foo:8000/ip")[0] == 200  # sleep.foo
+        assert mesh.call("http://recorder.foo:8080/get")[0] == 200  # every workload of foo
+        assert mesh.call("http://recorder.foo:8080/get", via="sleep.bar")[0] == 403
+        assert mesh.call("http://httpbin.default:8000/ip", via="sleep.bar")[0] == 200  # another namespace's pods
+        # No certificate, no source namespace: a plaintext caller is not from foo.
+        status, _ = raw(mesh.ips["httpbin.foo"], 15006,
+                        b"GET /ip HTTP/1.1\r\nHost: httpbin.foo:8000\r\nConnection: close\r\n\r\n")  # fmt: skip
+        assert status == 403
+    finally:
+        mesh.delete(policy)
+    _until(mesh, 200, "http://httpbin.foo:8000/ip", "the namespace ALLOW to go away", via="sleep.bar")
+
+
+def test_metrics_name_peers_by_their_certificates(mesh: Mesh) -> None:
+    """Inbound (reporter=destination): source principal, namespace and connection_security_policy from the
+    client certificate; outbound (reporter=source): destination_principal from the verified server certificate."""
+    assert mesh.call("http://httpbin.foo:8000/status/201")[0] == 201  # sleep.foo, mutual TLS
+    assert mesh.call("http://httpbin.foo:8000/status/202", via="sleep.bar")[0] == 202
+    plain = raw(mesh.ips["httpbin.foo"], 15006,
+                b"GET /status/203 HTTP/1.1\r\nHost: httpbin.foo:8000\r\nConnection: close\r\n\r\n")  # fmt: skip
+    assert plain[0] == 203, plain
+    rows = {r["response_code"]: r for r in _requests(mesh.ips["httpbin.foo"]) if r["reporter"] == "destination"}
+    foo, bar, none = rows["201"], rows["202"], rows["203"]
+    assert (foo["source_principal"], foo["source_workload"], foo["source_workload_namespace"],
+            foo["connection_security_policy"]) == ("spiffe://cluster.local/ns/foo/sa/sleep", "sleep", "foo",
+                                                   "mutual_tls")  # fmt: skip
+    assert (bar["source_principal"], bar["source_workload"], bar["source_workload_namespace"],
+            bar["connection_security_policy"]) == ("spiffe://cluster.local/ns/bar/sa/sleep", "sleep", "bar",
+                                                   "mutual_tls")  # fmt: skip
+    assert (none["source_principal"], none["connection_security_policy"]) == ("unknown", "none")
+    out = [r for r in _requests(mesh.ips["sleep.foo"]) if r["reporter"] == "source" and r["response_code"] == "201"]
+    assert out, _requests(mesh.ips["sleep.foo"])
+    assert out[0]["destination_principal"] == "spiffe://cluster.local/ns/foo/sa/httpbin"
+    assert out[0]["destination_workload"] == "httpbin" and out[0]["connection_security_policy"] == "unknown"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from meshwork.core.inject import SIDECAR_NAME, STATUS, inject, wants_sidecar
+from meshwork.core.inject import SIDECAR_NAME, STATUS, app_ip, inject, wants_sidecar
 from meshwork.model.pod import Pod
 
 
@@ -100,3 +100,29 @@ def test_an_access_log_asked_for_in_proxy_config_reaches_the_sidecar(annotation:
     out = inject(_pod(annotations={"proxy.istio.io/config": annotation}))
     env = {e["name"]: e.get("value") for e in out["spec"]["initContainers"][0]["env"]}
     assert env.get("MESHWORK_ACCESS_LOG") == expected
+
+
+@pytest.mark.parametrize(("pod_ip", "expected"), [
+    ("127.1.0.5", "127.129.0.5"),
+    ("127.95.255.254", "127.223.255.254"),
+    ("127.127.0.1", "127.255.0.1"),
+    ("127.0.0.1", None),  # the host's
+    ("127.128.0.1", None),  # already an app's address: pod ranges stay below 127.128
+    ("127.200.0.1", None),
+    ("10.1.0.5", None),
+    ("::1", None),
+    ("127.1.0", None),
+    ("127.1.0.256", None),
+    ("", None),
+])  # fmt: skip
+def test_a_meshed_apps_address_is_derived_from_its_pod_ip(pod_ip: str, expected: str | None) -> None:
+    assert app_ip(pod_ip) == expected
+
+
+@given(st.integers(1, 127), st.integers(0, 255), st.integers(0, 255))
+def test_app_addresses_never_collide_with_pod_ips_or_each_other(a: int, b: int, c: int) -> None:
+    pod_ip = f"127.{a}.{b}.{c}"
+    got = app_ip(pod_ip)
+    assert got is not None and got != pod_ip
+    assert app_ip(got) is None  # never itself a pod IP that could be derived from
+    assert got.split(".")[2:] == pod_ip.split(".")[2:] and int(got.split(".")[1]) == a + 128  # one to one

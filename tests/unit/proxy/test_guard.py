@@ -155,3 +155,25 @@ def test_no_spelling_reaches_admin_upstream(segments: list[str]) -> None:
     if isinstance(got, plan.Forward):
         sent = (got.rewrite_path or target.encode()).decode().partition("?")[0]
         assert sent != "/admin" and not sent.startswith("/admin/"), (target, sent)
+
+
+def test_the_mesh_config_chooses_path_normalisation() -> None:
+    """Istio's meshConfig pathNormalization: NONE lets ``//admin`` past a DENY on /admin; the default does not."""
+    down = plan.Downstream("127.1.0.5")
+    none = _snapshot([DENY_ADMIN], meshConfig={"pathNormalization": {"normalization": "NONE"}})
+    got = _guarded(none).decide(_request("//admin"), down)
+    assert isinstance(got, plan.Forward) and got.rewrite_path is None  # forwarded as received
+    assert isinstance(_guarded(none).decide(_request("/admin"), down), plan.DirectResponse)
+    for default in (_snapshot([DENY_ADMIN]), _snapshot([DENY_ADMIN], meshConfig={})):
+        refused = _guarded(default).decide(_request("//admin"), down)
+        assert isinstance(refused, plan.DirectResponse) and refused.status == 403
+    # A change of mode recompiles (the reused guard would keep the old options).
+    first = compile_guard(_snapshot([DENY_ADMIN]))
+    assert compile_guard(none, previous=first) is not first
+
+
+def test_a_bad_mesh_config_is_rejected_even_without_policies() -> None:
+    bad = {"pathNormalization": {"normalization": "SOMETIMES"}}
+    for policies in ([], [DENY_ADMIN]):
+        with pytest.raises(GuardRejected, match=r"pathNormalization\.normalization 'SOMETIMES'"):
+            compile_guard(_snapshot(policies, meshConfig=bad))

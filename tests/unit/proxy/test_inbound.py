@@ -16,6 +16,7 @@ from meshwork.proxy.inbound import (
     PROXY_PORTS,
     AppPort,
     InboundDecider,
+    opaque_ports,
     parse_pod_ports,
     services_from_snapshot,
 )
@@ -70,6 +71,22 @@ def test_the_header_picks_a_declared_port_and_is_removed_before_forwarding() -> 
     assert got.cluster.name == "inbound|9090||admin.shop.svc.cluster.local"
     assert got.retries is None and got.timeout is None  # Istio's inbound side: no retries, no timeout
     assert got.request_headers == plan.HeaderEdits(remove=(b"x-meshwork-inbound-port",))
+
+
+def test_with_capture_requests_go_to_the_apps_own_address() -> None:
+    inner = "127.129.0.9"
+    d = InboundDecider(IP, _ports(8080, 9090), {9090: "admin.shop.svc.cluster.local"}, app_ip=inner)
+    got = d.decide(_request("X-Meshwork-Inbound-Port: 9090"), NOBODY)  # :15006, the port named by the header
+    assert isinstance(got, plan.Forward) and got.cluster.pick(frozenset()) == plan.Endpoint(inner, 9090)
+    passthrough = d.decide(_request("X-Meshwork-Inbound-Port: 7000"), NOBODY)
+    assert isinstance(passthrough, plan.Forward) and passthrough.cluster.pick(frozenset()) == plan.Endpoint(inner, 7000)
+    # A capture listener ($POD_IP:<port>) knows its port: a header naming another one changes nothing.
+    for port in (8080, 9090, 7000):
+        at = d.at_port(port).decide(_request("X-Meshwork-Inbound-Port: 8080"), NOBODY)
+        assert isinstance(at, plan.Forward)
+        assert at.cluster.pick(frozenset()) == plan.Endpoint(inner, port)
+        assert at.request_headers == plan.HeaderEdits(remove=(b"x-meshwork-inbound-port",))
+    assert d.at_port(9090).decide(_request(), NOBODY).cluster.name == "inbound|9090||admin.shop.svc.cluster.local"  # type: ignore[union-attr]
 
 
 def test_without_the_header_the_only_port_is_used() -> None:
@@ -194,3 +211,13 @@ def test_a_mixed_cluster_sends_only_meshed_endpoints_of_the_header_port_through_
 )
 def test_a_source_address_is_used_only_where_it_can_reach(source: str, host: str, expected: bool) -> None:
     assert _can_leave_from(source, host) is expected
+
+
+def test_opaque_ports_follow_istio_protocol_selection() -> None:
+    raw = {"services": [
+        {"ports": [{"name": "tcp-db", "port": 5432, "targetPort": "db"}, {"name": "http", "port": 80}],
+         "endpoints": [{"ip": IP, "ports": {"tcp-db": 5433, "http": 8080}}, {"ip": "127.1.0.10", "ports": {"tcp-db": 7}}]},
+        {"ports": [{"name": "web", "port": 81, "appProtocol": "mysql"}], "endpoints": [{"ip": IP, "ports": {"web": 3306}}]},
+    ]}  # fmt: skip
+    assert opaque_ports(raw, IP, (AppPort(6379, "redis"), AppPort(8080, "http"), AppPort(9000))) == {5433, 3306, 6379}
+    assert opaque_ports({}, IP) == frozenset()

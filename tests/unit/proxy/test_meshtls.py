@@ -49,3 +49,15 @@ def test_destination_tls_merges_top_port_level_and_subset() -> None:
     assert destination_tls(rule, "v2", 80) == {"mode": "DISABLE"}
     assert destination_tls(rule, "v1", 80) == {"mode": "ISTIO_MUTUAL"}
     assert destination_tls(None, None, 80) is None
+
+
+@pytest.mark.parametrize(("policies", "expected"), [
+    ((), {80: TlsMode.PERMISSIVE, 8080: TlsMode.PERMISSIVE}),
+    ((_pa("bar", "default", {"mtls": {"mode": "STRICT"}}),), {80: TlsMode.STRICT, 8080: TlsMode.STRICT}),
+    ((_pa("bar", "default", {"mtls": {"mode": "DISABLE"}}),), {80: TlsMode.DISABLE, 8080: TlsMode.DISABLE}),
+    ((WORKLOAD_STRICT_80_DISABLE,), {80: TlsMode.PERMISSIVE, 8080: TlsMode.STRICT, 9999: TlsMode.STRICT}),
+])  # fmt: skip
+def test_a_capture_listener_takes_its_own_ports_mode(policies: tuple[dict[str, Any], ...],
+                                                      expected: dict[int, TlsMode]) -> None:  # fmt: skip
+    got, _ = inbound_mtls(_raw(*policies), [80, 8080])
+    assert {port: got.mode_for(port) for port in expected} == expected

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import ssl
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshwork.core.http1 import Request
+from meshwork.proxy import plan
 from meshwork.proxy.observe import ConnectionInfo, RequestInfo
 from meshwork.proxy.telemetry import (
     BUCKETS,
@@ -121,6 +123,59 @@ def test_inbound_reports_the_client_as_source_and_mtls_policy() -> None:
     assert labels["destination_service"] == "reviews.default.svc.cluster.local"
     assert labels["destination_service_name"] == "reviews"
     assert labels["connection_security_policy"] == "mutual_tls"
+
+
+class _Context:
+    context = ssl.create_default_context()
+
+
+def _sample_labels(m: MeshMetrics) -> list[dict[str, str]]:
+    return [s[1] for s in families(m.render())["istio_requests"]]
+
+
+def test_inbound_identity_comes_from_the_client_certificate() -> None:
+    """reporter=destination: source_principal and connection_security_policy from the connection's TLS,
+    per connection (a PERMISSIVE port sees both kinds), whatever the listener was built with."""
+    m = MeshMetrics(REVIEWS_V1, Directory({"127.1.0.9": PRODUCTPAGE}), service="reviews.default.svc.cluster.local")
+    o = m.observer("destination")
+    mtls = plan.Downstream("127.1.0.9", 15006, "cluster.local/ns/default/sa/default", True)
+    plain = plan.Downstream("127.1.0.9", 15006)
+    for downstream in (mtls, mtls, plain):
+        r = info(cluster="inbound|9080||")
+        r.downstream = downstream
+        o.request_done(r)
+    rows = {(lb["connection_security_policy"], lb["source_principal"]): lb for lb in _sample_labels(m)}
+    assert set(rows) == {("mutual_tls", "spiffe://cluster.local/ns/default/sa/default"), ("none", "unknown")}
+    assert rows["mutual_tls", "spiffe://cluster.local/ns/default/sa/default"]["source_workload"] == "productpage-v1"
+    assert rows["none", "unknown"]["source_workload"] == "productpage-v1"  # known by address, vouched for by nobody
+
+
+def test_the_certificate_wins_over_the_address() -> None:
+    """A client whose certificate names another identity than the pod at its address: only the certificate counts."""
+    m = MeshMetrics(REVIEWS_V1, Directory({"127.1.0.9": PRODUCTPAGE}))
+    r = info(cluster="inbound|9080||")
+    r.downstream = plan.Downstream("127.1.0.9", 15006, "cluster.local/ns/bar/sa/sleep", True)
+    m.observer("destination").request_done(r)
+    (labels,) = _sample_labels(m)
+    assert labels["source_principal"] == "spiffe://cluster.local/ns/bar/sa/sleep"
+    assert labels["source_workload_namespace"] == "bar"
+    assert labels["source_workload"] == "unknown" and labels["source_app"] == "unknown"
+    assert labels["connection_security_policy"] == "mutual_tls"
+
+
+def test_outbound_destination_principal_is_the_verified_server_identity() -> None:
+    m = MeshMetrics(PRODUCTPAGE, Directory({"127.1.0.5": REVIEWS_V1}))
+    o = m.observer("source")
+    verified = plan.UpstreamTls(_Context(), None, frozenset({"spiffe://cluster.local/ns/default/sa/bookinfo-reviews"}))
+    for tls in (verified, None):
+        r = info()
+        r.downstream, r.upstream_tls = plan.Downstream("127.1.0.20", 15001), tls
+        o.request_done(r)
+    by_principal = {lb["destination_principal"]: lb for lb in _sample_labels(m)}
+    assert set(by_principal) == {"spiffe://cluster.local/ns/default/sa/bookinfo-reviews", "unknown"}
+    for labels in by_principal.values():
+        assert labels["destination_workload"] == "reviews-v1"
+        assert labels["connection_security_policy"] == "unknown"  # Istio: the source side cannot tell
 
 
 def test_tcp_counters() -> None:

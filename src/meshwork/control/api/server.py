@@ -122,21 +122,26 @@ class ApiServer:
         self.cache = WatchCache(store)
         self.objects = Objects(store, self.cache)
         self.gc = GarbageCollector(self.objects, self.cache)
-        self.runner: Runner | None = None
-        if controllers:
-            from meshwork.control.controllers import builtin_controllers
-
-            self.runner = Runner(self.objects, self.cache, builtin_controllers(self.cache, lifecycle, data_dir))
         from meshwork.control.access import Access
         from meshwork.control.api.nodeproxy import NodeProxy
         from meshwork.control.tokens import TokenIssuer
 
         self.access = Access(self.cache, tokens=tokens, issuer=TokenIssuer(signing_key))
+        self.runner: Runner | None = None
+        if controllers:
+            from meshwork.control.controllers import builtin_controllers
+
+            self.runner = Runner(self.objects, self.cache,
+                                 builtin_controllers(self.cache, lifecycle, data_dir, self.access.node_token))
         # The server calls a node's agent with that node's own credential.
         self.node_proxy = NodeProxy(self.objects, self.access.node_token)
         from meshwork.control.push import PushServer
 
         self.push = PushServer(self.cache)
+        from meshwork.control.scaletozero import ScaleToZero
+
+        self.scale_to_zero = ScaleToZero(self.objects, self.cache)
+        self.push.activator = self.scale_to_zero
         self._watches: set[asyncio.Task[Any]] = set()
         self.closing = asyncio.Event()
 
@@ -151,6 +156,7 @@ class ApiServer:
         await ensure_bootstrap_policy(self.objects)
         if self.runner is not None:
             await self.runner.start()
+            await self.scale_to_zero.start()  # the idle watch runs with the controllers
 
     async def _ensure_namespace(self, name: str) -> None:
         info = REGISTRY.for_group_kind("", "Namespace")
@@ -160,6 +166,7 @@ class ApiServer:
 
     async def close(self) -> None:
         self.closing.set()
+        await self.scale_to_zero.close()
         if self.runner is not None:
             await self.runner.close()
         await self.gc.close()

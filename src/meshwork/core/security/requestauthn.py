@@ -21,6 +21,15 @@ What lives here: ``compile_request_authn(policies, jwks_by_uri)`` →
   it is removed before the request goes on; ``outputPayloadToHeader`` and
   ``outputClaimToHeaders`` add headers.
 
+A verified token is remembered (``VerifiedTokens``: a bounded LRU keyed by
+the raw token and the rules that checked it, on the authenticator, so a new
+rule set or new keys start empty) until its ``exp`` plus the clock skew
+verification allows: a repeated token costs a dict lookup, not a signature
+check. An entry is checked against ``now`` on every hit and dropped once
+expired (or, should the clock go back, before its ``nbf``): a cached token is
+never accepted when verifying it again would refuse it. Failures are not
+remembered.
+
 ``jwksUri`` is fetched by the shell; its text comes in through
 ``jwks_by_uri``. A rule whose keys are unknown (not fetched yet, or the fetch
 failed) verifies nothing: its tokens are refused, never waved through.
@@ -28,12 +37,15 @@ failed) verifies nothing: its tokens are refused, never waved through.
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
 from meshwork.core.security.jwt import (
+    CLOCK_SKEW,
     UNKNOWN_ISSUER,
     Claims,
     Jwks,
@@ -49,8 +61,13 @@ __all__ = [
     "AuthnResult",
     "RequestAuthenticator",
     "TokenLocation",
+    "VerifiedTokens",
     "compile_request_authn",
 ]
+
+# Verified tokens remembered per authenticator. Envoy's jwt_authn cache defaults to 100
+# entries; a sidecar serves many callers and an entry is a few hundred bytes of claims.
+JWT_CACHE_SIZE = 1000
 
 DEFAULT_HEADER = ("authorization", "Bearer ")  # RFC 6750 §2.1
 DEFAULT_PARAM = "access_token"  # RFC 6750 §2.3
@@ -114,10 +131,58 @@ class AuthnResult:
         return None if self.ok else 'Bearer error="invalid_token"'
 
 
+_CacheKey = tuple[str, tuple[_JwtRule, ...]]
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+class VerifiedTokens:
+    """Tokens already verified, with the window in which verifying them again would pass."""
+
+    __slots__ = ("_entries", "capacity", "hits", "misses")
+
+    def __init__(self, capacity: int = JWT_CACHE_SIZE) -> None:
+        self._entries: OrderedDict[_CacheKey, tuple[Claims, _JwtRule, float, float]] = OrderedDict()
+        self.capacity = capacity
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: _CacheKey, now: float) -> tuple[Claims, _JwtRule] | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        claims, rule, not_before, not_after = entry
+        if now > not_after or now < not_before:
+            del self._entries[key]  # expired: verified afresh (and refused) from here on
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return claims, rule
+
+    def put(self, key: _CacheKey, claims: Claims, rule: _JwtRule) -> None:
+        """Remember a token ``verify`` accepted (with the clock skew it allows at both ends)."""
+        exp, nbf = _number(claims.payload.get("exp")), _number(claims.payload.get("nbf"))
+        not_after = math.inf if exp is None else exp + CLOCK_SKEW
+        not_before = -math.inf if nbf is None else nbf - CLOCK_SKEW
+        entries = self._entries
+        entries[key] = (claims, rule, not_before, not_after)
+        entries.move_to_end(key)
+        while len(entries) > self.capacity:
+            entries.popitem(last=False)
+
+
 @dataclass(frozen=True, slots=True)
 class RequestAuthenticator:
     rules: tuple[_JwtRule, ...] = ()
     warnings: tuple[str, ...] = ()
+    verified: VerifiedTokens = field(default_factory=VerifiedTokens, compare=False, repr=False)
 
     def authenticate(
         self, headers: Mapping[str, str], query: str | None, *, now: float
@@ -137,11 +202,18 @@ class RequestAuthenticator:
             return AuthnResult(True)
         first: tuple[Claims, _JwtRule] | None = None
         remove: list[str] = []
+        cache = self.verified
         for token, finders in found.items():
-            outcome = _verify_one(token, finders, now)
-            if isinstance(outcome, JwtFailure):
-                return AuthnResult(False, error=outcome.message)
-            claims, rule = outcome
+            rules = tuple(dict.fromkeys(r for r, _ in finders))
+            key = (token, rules)
+            known = cache.get(key, now)
+            if known is None:
+                outcome = _verify_one(token, rules, now)
+                if isinstance(outcome, JwtFailure):
+                    return AuthnResult(False, error=outcome.message)
+                cache.put(key, *outcome)
+                known = outcome
+            claims, rule = known
             first = first or (claims, rule)
             if not rule.forward:
                 remove += [loc.name for r, loc in finders if r is rule and loc.kind == "header"]
@@ -166,10 +238,10 @@ class RequestAuthenticator:
 
 
 def _verify_one(
-    token: str, finders: list[tuple[_JwtRule, TokenLocation]], now: float
+    token: str, rules: tuple[_JwtRule, ...], now: float
 ) -> tuple[Claims, _JwtRule] | JwtFailure:
     failure = JwtFailure(UNKNOWN_ISSUER)
-    for rule in dict.fromkeys(r for r, _ in finders):
+    for rule in rules:
         outcome = verify(token, rule.jwks, now=now, issuer=rule.issuer, audiences=rule.audiences)
         if isinstance(outcome, Claims):
             return outcome, rule
