@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -75,7 +76,7 @@ class Driver:
 def test_readiness_ticks_initial_delay_and_thresholds() -> None:
     c = container(readinessProbe=http_probe(initialDelaySeconds=5, periodSeconds=10,
                                             successThreshold=2, failureThreshold=3))  # fmt: skip
-    d = Driver(ProbeTracker(c, pod_ip=IP, started_at=100.0))
+    d = Driver(ProbeTracker(c, pod_ip=IP, started_at=100.0, fast_readiness=False))  # the kubelet's grid alone
     # Succeeds until t=150, then fails.
     d.run_until(220, lambda _t, now: now < 150)
     # Ticks every 10 s from the start; the tick at 100 is inside the 5 s initial delay.
@@ -87,6 +88,34 @@ def test_readiness_ticks_initial_delay_and_thresholds() -> None:
     assert len(unhealthy) == 8  # one event per failed probe, threshold or not
     assert unhealthy[0] == ContainerEvent("Warning", "Unhealthy",
                                           "Readiness probe failed: HTTP probe failed with statuscode: 500")  # fmt: skip
+
+
+def test_fast_readiness_finds_a_started_app_between_ticks_then_keeps_the_grid() -> None:
+    """Until first Ready, readiness also runs 25 ms after the initial delay, then at doubling gaps;
+    those failures record no event; once Ready only the regular ticks remain."""
+    c = container(readinessProbe=http_probe(initialDelaySeconds=5, periodSeconds=10, failureThreshold=3))
+    d = Driver(ProbeTracker(c, pod_ip=IP, started_at=100.0))
+    d.run_until(160, lambda _t, now: now >= 105.3)  # the app listens 0.3 s after the initial delay
+    times = [round(t, 3) for t, _ in d.log]
+    assert times[:6] == [105.0, 105.025, 105.075, 105.175, 105.375, 110.0]
+    ready = [(round(t, 3), x.ready) for t, x in d.decisions if isinstance(x, SetReady)]
+    assert ready == [(105.375, True)]  # not 110, the next tick
+    assert times[5:] == [110.0, 120.0, 130.0, 140.0, 150.0, 160.0]  # the grid, untouched
+    assert not [x for _, x in d.decisions if isinstance(x, ContainerEvent)]  # fast failures: no event
+
+
+def test_fast_readiness_gaps_never_exceed_the_period_and_exec_probes_keep_the_grid() -> None:
+    c = container(readinessProbe=http_probe(periodSeconds=1))
+    d = Driver(ProbeTracker(c, pod_ip=IP, started_at=0.0))
+    d.run_until(6, lambda _t, _now: False)  # never ready
+    times = [t for t, _ in d.log]
+    assert all(b - a <= 1.0 + 1e-9 for a, b in itertools.pairwise(times))
+    events = [x for _, x in d.decisions if isinstance(x, ContainerEvent)]
+    assert len(events) == 7  # one per regular tick (0..6), none for the probes between them
+    exec_probe = container(readinessProbe={"exec": {"command": ["true"]}, "periodSeconds": 10})
+    d = Driver(ProbeTracker(exec_probe, pod_ip=IP, started_at=0.0))
+    d.run_until(30, lambda _t, now: now >= 1)
+    assert [t for t, _ in d.log] == [0, 10, 20, 30]  # ready at 10: nothing between the ticks
 
 
 def test_not_ready_until_first_success_and_ready_without_probe() -> None:
