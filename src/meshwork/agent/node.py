@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,6 +35,7 @@ from meshwork.agent.api import (
     SERVICES,
     AgentApi,
 )
+from meshwork.agent.binding import build_shim, preload, python_path, rewrite_enabled
 from meshwork.agent.images import Catalogue
 from meshwork.agent.serviceproxy import ServiceProxy
 from meshwork.agent.worker import PodWorker, Run
@@ -188,6 +190,8 @@ class Agent:
 
         self.endpoint = AgentEndpoint(self, client.token or "")
         self.port = port
+        self.lib_dir = data_dir / "lib"
+        self.bind_shim: Path | None = None  # built on start (binding.build_shim); None: apps bind as they ask
 
     # -- pod IPs -----------------------------------------------------------------
 
@@ -243,6 +247,7 @@ class Agent:
         ip = worker.ip or ""
         inner = worker.app_ip
         env = {"POD_IP": worker.address_of(container.name), "HOSTNAME": worker.name}
+        env["PATH"] = python_path(os.environ.get("PATH", os.defpath), os.path.dirname(sys.executable))
         if container.name == SIDECAR_NAME:
             env.update({"MESHWORK_SERVER": self.api.client.server, "MESHWORK_TOKEN_FILE": str(self.token_file)})
             if inner is not None:
@@ -258,6 +263,23 @@ class Agent:
             no_proxy = ",".join(["localhost", "127.0.0.1", "::1", ip, *([inner] if inner else [])])
             env.update({"HTTP_PROXY": proxy, "http_proxy": proxy, "NO_PROXY": no_proxy, "no_proxy": no_proxy})
         return env
+
+    def bind_rewrite(self, worker: PodWorker, container: Container, env: dict[str, str]) -> None:
+        """Preload the bind shim into an app container's ``env``: its binds on 0.0.0.0 (and
+        dual-stack ``::``) land on its ``$POD_IP``. Not the sidecar's, nor a pod's that opts out
+        with ``meshwork.io/bind-rewrite: "false"``."""
+        address = worker.address_of(container.name)
+        if (self.bind_shim is None or container.name == SIDECAR_NAME or not address
+                or not rewrite_enabled(worker.pod.metadata.annotations)):  # fmt: skip
+            return
+        preload(env, self.bind_shim, address)
+
+    async def _build_bind_shim(self) -> None:
+        built = await asyncio.to_thread(build_shim, self.lib_dir)
+        self.bind_shim = built.path
+        if built.path is None:
+            log.warning("node %s: apps run without the bind shim (%s): an app that listens on 0.0.0.0 takes "
+                        "its port on every pod IP of this machine", self.name, built.problem)  # fmt: skip
 
     def open_logs(self, directory: Path, restart: int, out: Path, err: Path) -> Any:
         return self.resources.open_logs(directory, restart, out, err)
@@ -497,6 +519,7 @@ class Agent:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in self.sources.informers())), 30)
         self._tasks.append(asyncio.create_task(self._heartbeat()))
+        await self._build_bind_shim()
         self._tasks.append(asyncio.create_task(self._pods()))
         self._tasks.append(asyncio.create_task(self.resources.run()))
         proxy = ServiceProxy(self.sources.svcs, self.sources.eps)  # ClusterIPs, as kube-proxy serves them

@@ -497,6 +497,7 @@ class PodWorker:
         node_vars = self.agent.pod_env(self, c)
         env.update(node_vars)
         env.update(built.as_dict())
+        self.agent.bind_rewrite(self, c, env)  # after the app's own env: its LD_PRELOAD is kept
         # The node's variables (POD_IP ...) are part of the container's env, so $(POD_IP) expands.
         command, args = expand_command(c, (*node_vars.items(), *built.env))
         if entry is not None:
@@ -568,6 +569,9 @@ class PodWorker:
         """Why a failed container could not listen: its port taken on every address."""
         from meshwork.agent.ports import taken_ports
 
+        low = self._low_port(run)  # EACCES comes before EADDRINUSE: the kernel checks it first
+        if low:
+            return low
         taken = taken_ports(run.ports)
         if not taken:
             return self._captured_conflict(run)
@@ -586,18 +590,32 @@ class PodWorker:
         inner = self.app_ip
         if inner is None or run.spec.name == SIDECAR_NAME:
             return None
-        log_file = self.log_dir / run.spec.name / f"{self.tracker.restart_count(run.spec.name)}.log"
-        try:
-            with open(log_file, "rb") as f:
-                f.seek(max(0, f.seek(0, os.SEEK_END) - ADDRESS_IN_USE_TAIL))
-                tail = f.read()
-        except OSError:
-            return None
+        tail = self._log_tail(run)
         if not any(text in tail for text in (b"Address already in use", b"EADDRINUSE", b"Errno 98")):
             return None
         return (f"address already in use: in a meshed pod the pod IP {self.ip} belongs to the sidecar, which "
                 f"takes every app port there to check mTLS and policies; the app must listen on $POD_IP "
                 f"({inner}), not on 0.0.0.0 or {self.ip}")  # fmt: skip
+
+    def _log_tail(self, run: Run) -> bytes:
+        """The end of the container's last log: where an app names why it could not listen."""
+        log_file = self.log_dir / run.spec.name / f"{self.tracker.restart_count(run.spec.name)}.log"
+        try:
+            with open(log_file, "rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - ADDRESS_IN_USE_TAIL))
+                return f.read()
+        except OSError:
+            return b""
+
+    def _low_port(self, run: Run) -> str | None:
+        """Why an app could not listen: a port below 1024 while the agent lacks the privilege."""
+        from meshwork.agent import binding
+
+        start = binding.unprivileged_port_start()
+        if not any(p < start for p in run.ports):
+            return None  # the usual case: no low port, no log read
+        return binding.low_port_problem(run.ports, self._log_tail(run), start=start,
+                                        allowed=binding.agent_may_bind_low_ports(), uid=os.geteuid())  # fmt: skip
 
     def _record_exit(self, run: Run, code: int, started: float, finished: float, *, oom: bool = False) -> None:
         name = run.spec.name

@@ -50,11 +50,14 @@ WILDCARD = (
 )
 
 
+NO_SHIM = {"meshwork.io/bind-rewrite": "false"}  # the app binds as it asks, as with no C compiler
+
+
 def test_a_pod_that_binds_0_0_0_0_is_named_and_the_blocked_pod_says_why(tmp_path: Path) -> None:
     greedy = {"name": "web", "image": "python", "command": [sys.executable, "-c", WILDCARD],
               "ports": [{"containerPort": 18080}]}  # fmt: skip
     with running_node(tmp_path) as node:
-        node.apply(PODS, _pod("greedy", [greedy]))
+        node.apply(PODS, _pod("greedy", [greedy], annotations=NO_SHIM))
         wait_for(lambda: (p := node.pod("greedy")) and is_ready(p), 30, "greedy running")
 
         def events(reason: str) -> list[dict[str, Any]]:
@@ -65,7 +68,7 @@ def test_a_pod_that_binds_0_0_0_0_is_named_and_the_blocked_pod_says_why(tmp_path
         assert warned[0]["involvedObject"]["name"] == "greedy"
         assert "0.0.0.0:18080" in warned[0]["message"] and "bind to $POD_IP" in warned[0]["message"]
 
-        node.apply(PODS, _pod("blocked", [{**greedy, "name": "web"}]))
+        node.apply(PODS, _pod("blocked", [{**greedy, "name": "web"}], annotations=NO_SHIM))
 
         def told() -> str | None:
             p = node.pod("blocked")

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.integration
 
 NS = "rl"
 RATE = 10.0  # requests per second per caller identity
-WINDOW_S = 10.0  # the measured window (the issue asks 30 s; 10 s spares the suite)
+WINDOW_S = 30.0  # the measured window, as the issue asks
+OFFERED_GAP_S = 0.02  # caller a asks ~40 times a second: four times its limit, without flooding a 2-core machine
 LIMIT = {
     "apiVersion": "meshwork.io/v1alpha1", "kind": "LocalRateLimit",
     "metadata": {"name": "per-caller", "namespace": NS},
@@ -124,6 +125,7 @@ def test_a_per_identity_limit_holds_for_one_caller_and_spares_the_other(tmp_path
                     else:
                         assert status == 429, status
                         limited_count += 1
+                    time.sleep(OFFERED_GAP_S)
                 elapsed = time.monotonic() - start
             finally:
                 stop.set()
