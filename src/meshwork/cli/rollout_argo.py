@@ -1,4 +1,4 @@
-"""``meshwork rollout get|promote|abort|retry|set image`` and ``status``/``undo`` for Argo Rollouts.
+"""``meshwork rollout get|promote|abort|retry|terminate|set image`` and ``status``/``undo`` for Argo Rollouts.
 
 What lives here: the subcommands that act on a Rollout the way
 ``kubectl argo rollouts`` does — promote removes the pause (``--full``
@@ -158,6 +158,32 @@ def abort_cmd(args: tuple[str, ...], namespace: str | None) -> None:
 def retry_cmd(args: tuple[str, ...], namespace: str | None) -> None:
     """Start an aborted Rollout's steps again."""
     _patch_status(args, namespace, {"abort": False, "currentStepIndex": 0}, "retried")
+
+
+@rollout_cmd.command("terminate")
+@click.argument("args", nargs=-1, required=True)
+@namespace_option
+@reports_errors
+def terminate_cmd(args: tuple[str, ...], namespace: str | None) -> None:
+    """End the Rollout's running AnalysisRuns and Experiments (``spec.terminate``), as
+    ``kubectl argo rollouts terminate`` does: an Experiment with no duration ends this way."""
+    sess = session()
+    client, ns, name = sess.client(), sess.namespace(namespace), _name(args)
+    ro = client.request("GET", f"/apis/argoproj.io/v1alpha1/namespaces/{ns}/rollouts/{name}")
+    uid = (ro.get("metadata") or {}).get("uid")
+    ended = []
+    for plural in ("analysisruns", "experiments"):
+        base = f"/apis/argoproj.io/v1alpha1/namespaces/{ns}/{plural}"
+        for obj in _items(client, base):
+            meta = obj.get("metadata") or {}
+            mine = any(r.get("uid") == uid for r in meta.get("ownerReferences") or ())
+            phase = (obj.get("status") or {}).get("phase")
+            if not mine or (obj.get("spec") or {}).get("terminate") or phase in ("Successful", "Failed", "Error"):
+                continue
+            client.request("PATCH", f"{base}/{meta['name']}", body={"spec": {"terminate": True}},
+                           content_type="application/merge-patch+json")
+            ended.append(meta["name"])
+    click.echo(f"rollout '{name}' terminated {', '.join(ended) if ended else 'nothing (none running)'}")
 
 
 @rollout_cmd.group("set")

@@ -399,7 +399,11 @@ def builtin_controllers(
     the credential for a node's agent (the HPA controller reads its usage stats)."""
     from meshwork.control.hpa import hpa_controller
     from meshwork.control.queues import queue_controller
-    from meshwork.control.rollouts import analysisrun_controller, rollout_controller
+    from meshwork.control.rollouts import (
+        analysisrun_controller,
+        experiment_controller,
+        rollout_controller,
+    )
     from meshwork.control.workflows import cronworkflow_controller, workflow_controller
 
     views = Views(cache)
@@ -409,6 +413,7 @@ def builtin_controllers(
         cronworkflow_controller(views),
         rollout_controller(views),
         analysisrun_controller(views),
+        experiment_controller(views),
         deployment_controller(views),
         replicaset_controller(views),
         daemonset_controller(views),

@@ -53,6 +53,7 @@ from meshwork.control.runner import Controller
 from meshwork.core.reconcile import Action, CreateObject, Outcome, UpdateStatus
 from meshwork.core.reconcile.podtemplate import rfc3339
 from meshwork.core.rollout.analysis import Taken, decide_run
+from meshwork.core.rollout.experiment import reconcile_experiment
 from meshwork.core.rollout.expr import Value
 from meshwork.core.rollout.jobs import METRIC_LABEL, job_measurement, job_name, measurement_job
 from meshwork.core.rollout.reconcile import RolloutView, reconcile_rollout
@@ -60,6 +61,7 @@ from meshwork.model.argo_analysis import (
     AnalysisRun,
     AnalysisTemplate,
     ClusterAnalysisTemplate,
+    Experiment,
     MeshworkMetric,
     Metric,
     PrometheusMetric,
@@ -83,6 +85,7 @@ TEMPLATES = REGISTRY.require("argoproj.io", "AnalysisTemplate")
 CLUSTER_TEMPLATES = REGISTRY.require("argoproj.io", "ClusterAnalysisTemplate")
 VIRTUALSERVICES = REGISTRY.require("networking.istio.io", "VirtualService")
 DESTINATIONRULES = REGISTRY.require("networking.istio.io", "DestinationRule")
+EXPERIMENTS = REGISTRY.require("argoproj.io", "Experiment")
 POLL_S = 0.25  # how often a run with a measurement in flight is looked at again
 DEFAULT_WINDOW_S = 30.0  # the meshwork provider's default window
 WEB_TIMEOUT_S = 10.0  # Argo's web provider default timeoutSeconds
@@ -105,7 +108,7 @@ def rollout_controller(views: Views) -> Controller:
         resource = resource_of(event.key)
         if resource == ROLLOUTS.resource:
             return [] if event.type == "DELETED" else [_key(event.item.obj)]
-        if resource in (REPLICASETS.resource, ANALYSISRUNS.resource):
+        if resource in (REPLICASETS.resource, ANALYSISRUNS.resource, EXPERIMENTS.resource):
             key = _owner_key(event.item, "Rollout")
             return [key] if key else []
         if resource == PODS.resource:
@@ -118,8 +121,13 @@ def rollout_controller(views: Views) -> Controller:
             return [key] if key else []
         if resource in _NAMESPACE_WIDE:
             return in_namespace(event.item.obj.get("metadata", {}).get("namespace", ""))
-        if resource in (CLUSTER_TEMPLATES.resource, DEPLOYMENTS.resource):
-            return list(views.keys(ROLLOUTS)) if b"Rollout" in event.item.record.value or resource != DEPLOYMENTS.resource else []
+        if resource == CLUSTER_TEMPLATES.resource:
+            return list(views.keys(ROLLOUTS))
+        if resource == DEPLOYMENTS.resource:
+            # A Deployment a Rollout's workloadRef names: its template is the Rollout's.
+            meta = event.item.obj.get("metadata", {})
+            return [_key(i.obj) for i in views.cache.list(ROLLOUTS.resource, meta.get("namespace", ""))
+                    if ((i.obj.get("spec") or {}).get("workloadRef") or {}).get("name") == meta.get("name")]  # fmt: skip
         return []
 
     def reconcile(key: str, now: float) -> Outcome:
@@ -133,8 +141,12 @@ def rollout_controller(views: Views) -> Controller:
             deploy = views.one(DEPLOYMENTS, Deployment, f"{namespace}/{ref.name}")
             template = deploy.spec.template if deploy is not None else None
         uid = ro.metadata.uid
-        rss = views.all_in(REPLICASETS, ReplicaSet, namespace, owner_uid=uid)
-        owners = [rs.metadata.uid.encode() for rs in rss if rs.metadata.uid]
+        # Every ReplicaSet named like the Rollout's: another owner's one of the same name is a hash
+        # collision (e.g. a workloadRef'd Deployment's ReplicaSet of the same template).
+        rss = [rs for rs in views.all_in(REPLICASETS, ReplicaSet, namespace)
+               if (rs.metadata.name or "").startswith(f"{ro.metadata.name}-")]  # fmt: skip
+        owners = [rs.metadata.uid.encode() for rs in rss if rs.metadata.uid and uid and
+                  any(r.uid == uid for r in rs.metadata.owner_references or ())]  # fmt: skip
         pods = [Pod.model_validate(i.obj) for i in views.cache.list(PODS.resource, namespace)
                 if any(o in i.record.value for o in owners)]  # fmt: skip
         view = RolloutView(
@@ -147,6 +159,7 @@ def rollout_controller(views: Views) -> Controller:
             virtual_services={v.metadata.name or "": v for v in views.all_in(VIRTUALSERVICES, VirtualService, namespace)},
             destination_rules={d.metadata.name or "": d for d in views.all_in(DESTINATIONRULES, DestinationRule, namespace)},
             analysis_runs=views.all_in(ANALYSISRUNS, AnalysisRun, namespace, owner_uid=uid),
+            experiments=views.all_in(EXPERIMENTS, Experiment, namespace, owner_uid=uid),
             templates={t.metadata.name or "": t for t in views.all_in(TEMPLATES, AnalysisTemplate, namespace)},
             cluster_templates={t.metadata.name or "": t for t in
                                (ClusterAnalysisTemplate.model_validate(i.obj)
@@ -155,6 +168,40 @@ def rollout_controller(views: Views) -> Controller:
         return reconcile_rollout(view, now)
 
     return Controller("rollout", keys_for, lambda: views.keys(ROLLOUTS), reconcile)
+
+
+def experiment_controller(views: Views) -> Controller:
+    """Experiments: their ReplicaSets (``core.rollout.experiment``) and phase."""
+
+    def keys_for(event: CachedEvent) -> Iterable[str]:
+        resource = resource_of(event.key)
+        if resource == EXPERIMENTS.resource:
+            return [] if event.type == "DELETED" else [_key(event.item.obj)]
+        if resource == REPLICASETS.resource:
+            key = _owner_key(event.item, "Experiment")
+            return [key] if key else []
+        if resource == PODS.resource:
+            rs_key = _owner_key(event.item, "ReplicaSet")
+            if rs_key is None:
+                return []
+            namespace, name = _split(rs_key)
+            rs = views.cache.get(f"{REPLICASETS.resource}/{namespace}/{name}")
+            key = _owner_key(rs, "Experiment") if rs is not None else None
+            return [key] if key else []
+        return []
+
+    def reconcile(key: str, now: float) -> Outcome:
+        exp = views.one(EXPERIMENTS, Experiment, key)
+        if exp is None or exp.metadata.deletion_timestamp is not None:
+            return Outcome()
+        namespace = _split(key)[0]
+        rss = views.all_in(REPLICASETS, ReplicaSet, namespace, owner_uid=exp.metadata.uid)
+        owners = [rs.metadata.uid.encode() for rs in rss if rs.metadata.uid]
+        pods = [Pod.model_validate(i.obj) for i in views.cache.list(PODS.resource, namespace)
+                if any(o in i.record.value for o in owners)]  # fmt: skip
+        return reconcile_experiment(exp, rss, pods, now)
+
+    return Controller("experiment", keys_for, lambda: views.keys(EXPERIMENTS), reconcile)
 
 
 # ---------------------------------------------------------------------------

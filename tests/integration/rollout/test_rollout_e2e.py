@@ -177,6 +177,14 @@ def test_conformance_istio_getting_started_weights_both_virtual_services(node: N
     assert vs_weights(node, "rollouts-demo-vsvc1") == {"primary": [("rollouts-demo-stable", 95), ("rollouts-demo-canary", 5)]}
     assert vs_weights(node, "rollouts-demo-vsvc2") == {"secondary": [("rollouts-demo-stable", 95), ("rollouts-demo-canary", 5)]}
     assert selector_hash(node, "rollouts-demo-canary") == yellow and selector_hash(node, "rollouts-demo-stable") == blue
+    # multipleVirtualsvc.yaml's tls routes are not named in the Rollout (Argo weights them only
+    # when listed in tlsRoutes): they stay as written, and so do the destinations' ports.
+    for vs in ("rollouts-demo-vsvc1", "rollouts-demo-vsvc2"):
+        spec = (node.get(f"{PLURALS['VirtualService']}/{vs}") or {})["spec"]
+        assert [(d["destination"]["host"], d["weight"]) for d in spec["tls"][0]["route"]] == \
+            [("rollouts-demo-stable", 100), ("rollouts-demo-canary", 0)]  # fmt: skip
+        assert {d["destination"]["port"]["number"] for d in spec["http"][0]["route"]} == \
+            {15372 if vs.endswith("1") else 15373}  # fmt: skip
     promote(node, "rollouts-demo")
     wait_for(lambda: status(node, "rollouts-demo").get("stableRS") == yellow
              and status(node, "rollouts-demo").get("phase") == "Healthy", 60, "promotion")  # fmt: skip

@@ -24,9 +24,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from meshwork.core.reconcile import Outcome, UpdateObject
+from meshwork.core.reconcile import CreateObject, Outcome, UpdateObject
 from meshwork.core.reconcile.deployment_rollout import scaled_value
 from meshwork.core.reconcile.podtemplate import is_ready, parse_time, rfc3339
+from meshwork.core.rollout.experiment import experiment_name, step_experiment
 from meshwork.core.rollout.reconcile import (
     DEGRADED,
     HEALTHY,
@@ -35,9 +36,9 @@ from meshwork.core.rollout.reconcile import (
     Sync,
     abort_message,
 )
-from meshwork.core.rollout.replicas import deadline_of, pod_hash
-from meshwork.core.rollout.traffic import label_subsets, set_weights
-from meshwork.model.argo_rollouts import CanaryStep, CanaryStrategy
+from meshwork.core.rollout.replicas import deadline_of, pod_hash, revision_of
+from meshwork.core.rollout.traffic import label_subsets, set_managed_routes, set_weights
+from meshwork.model.argo_rollouts import CanaryStep, CanaryStrategy, SetHeaderRoute, SetMirrorRoute
 from meshwork.model.workloads import ReplicaSet
 
 DEFAULT_SCALE_DOWN_DELAY_S = 30  # Argo's DefaultScaleDownDelaySeconds (with traffic routing)
@@ -56,6 +57,10 @@ def describe(step: CanaryStep) -> str:
         return "analysis"
     if step.set_canary_scale is not None:
         return "setCanaryScale"
+    if step.set_header_route is not None:
+        return f"setHeaderRoute: {step.set_header_route.name}"
+    if step.set_mirror_route is not None:
+        return f"setMirrorRoute: {step.set_mirror_route.name}"
     return "experiment" if step.experiment is not None else "step"
 
 
@@ -140,8 +145,25 @@ def _unlisted_canary(s: Sync, service: str | None) -> str | None:
     return None
 
 
-def _write_weight(s: Sync, strategy: CanaryStrategy, weight: int, canary_hash: str, stable_hash: str) -> bool:
-    """Label the subsets and set ``weight`` in the VirtualService(s); False when one is missing
+def managed_routes_at(steps: list[CanaryStep], index: int) -> dict[str, SetHeaderRoute | SetMirrorRoute]:
+    """The header and mirror routes in force at step ``index``: each name's last setHeaderRoute or
+    setMirrorRoute at or before it (one without ``match`` removes the route, as Argo's does)."""
+    out: dict[str, SetHeaderRoute | SetMirrorRoute] = {}
+    for step in steps[: index + 1]:
+        for route in (step.set_header_route, step.set_mirror_route):
+            if route is None or not route.name:
+                continue
+            if route.match:
+                out[route.name] = route
+            else:
+                out.pop(route.name, None)
+    return out
+
+
+def _write_weight(s: Sync, strategy: CanaryStrategy, weight: int, canary_hash: str, stable_hash: str,
+                  managed: dict[str, SetHeaderRoute | SetMirrorRoute] | None = None) -> bool:  # fmt: skip
+    """Label the subsets and set ``weight`` in the VirtualService(s), with the ``managed`` header
+    and mirror routes first (none: every managed route removed); False when one is missing
     (or when the canary's pods are not yet the Service's endpoints: ``_unlisted_canary``)."""
     istio = _routing(strategy)
     if istio is None:
@@ -175,6 +197,17 @@ def _write_weight(s: Sync, strategy: CanaryStrategy, weight: int, canary_hash: s
         except ValueError as exc:
             s.message_override = str(exc)
             return False
+        names = [r.name for r in (strategy.traffic_routing.managed_routes or ())] if strategy.traffic_routing else []
+        if names:
+            with_routes = set_managed_routes(patched_vs or vs, ref.routes, names, managed or {},
+                                             canary_service=strategy.canary_service,
+                                             canary_subset=rule.canary_subset_name if rule else None)  # fmt: skip
+            if with_routes is not None:
+                old_names = {r.name or "" for r in (patched_vs or vs).spec.http or ()} & set(names)
+                new_names = {r.name or "" for r in with_routes.spec.http or ()} & set(names)
+                for gone in sorted(old_names - new_names):
+                    s.event("TrafficRouteRemoved", f"Managed route '{gone}' removed from VirtualService '{ref.name}'")
+                patched_vs = with_routes
         if patched_vs is not None:
             s.traffic.append(UpdateObject(patched_vs))
     old = _weights(s).get("canary", {}).get("weight", 0)
@@ -242,6 +275,11 @@ def _abort(s: Sync, strategy: CanaryStrategy, stable: ReplicaSet | None, routed:
     stable_hash = pod_hash(stable) if stable is not None else s.h
     if routed:
         _write_weight(s, strategy, 0, s.h, stable_hash)
+    elif (s.status.get("canary") or {}).get("weights"):
+        # By replica counts: the canary is scaled to 0 at once, so its share is 0.
+        s.status["canary"] = {**s.status["canary"], "weights": {
+            "canary": {"podTemplateHash": s.h, "weight": 0},
+            "stable": {"podTemplateHash": stable_hash, "weight": 100}}}  # fmt: skip
     s.scale(stable, s.replicas, None)
     delay = (strategy.abort_scale_down_delay_seconds if strategy.abort_scale_down_delay_seconds is not None
              else DEFAULT_ABORT_SCALE_DOWN_DELAY_S) if routed else 0  # fmt: skip
@@ -254,10 +292,74 @@ def _abort(s: Sync, strategy: CanaryStrategy, stable: ReplicaSet | None, routed:
             s.requeue(delay)
         else:
             s.requeue(deadline - s.now)
+    _terminate_experiments(s)
     s.status.pop("pauseConditions", None)
     s.status.pop("controllerPause", None)
     s.status["currentStepIndex"] = 0
     return s.finish(DEGRADED, abort_message(s, s.status.get("_abortReason")))
+
+
+def _background(s: Sync, strategy: CanaryStrategy, index: int, stable_hash: str) -> str | None:
+    """The background AnalysisRun's phase (``strategy.analysis``, from ``startingStep`` on; None
+    when there is none yet): created as the update starts, recorded in
+    ``status.canary.currentBackgroundAnalysisRunStatus``; a failure or error aborts the update."""
+    spec = strategy.analysis
+    if spec is None or index < (spec.starting_step or 0):
+        return None
+    canary = dict(s.status.get("canary") or {})
+    seen = dict(canary.get("currentBackgroundAnalysisRunStatus") or {})
+    acted = seen.get("name") if seen.get("status") in ("Failed", "Error", "Inconclusive") else None
+    run = s.analysis(spec, "", stable_hash, acted)
+    if run is None:
+        s.requeue(1.0)
+        return None
+    phase = (run.status.phase if run.status else None) or "Pending"
+    now = {"name": run.metadata.name, "status": phase,
+           **({"message": run.status.message} if run.status and run.status.message else {})}  # fmt: skip
+    s.status["canary"] = {**canary, "currentBackgroundAnalysisRunStatus": now}
+    if phase in ("Failed", "Error") and acted != run.metadata.name:
+        reason = (run.status.message if run.status else None) or f"AnalysisRun {run.metadata.name} {phase}"
+        s.status["abort"] = True
+        s.status["abortedAt"] = rfc3339(s.now)
+        s.status["_abortReason"] = reason
+        s.event("AnalysisRunFailed", f"Background Analysis Run '{run.metadata.name}' Status New: '{phase}' "
+                "Previous: 'Running'", "Warning")  # fmt: skip
+        s.event("RolloutAborted", abort_message(s, reason), "Warning")
+    return phase
+
+
+def _terminate_background(s: Sync) -> None:
+    """The update is done: a background run still measuring is told to stop (``spec.terminate``)."""
+    status = (s.status.get("canary") or {}).get("currentBackgroundAnalysisRunStatus") or {}
+    run = next((r for r in s.view.analysis_runs if r.metadata.name == status.get("name")), None)
+    if run is None or run.spec.terminate or (run.status and run.status.phase in ("Successful", "Failed", "Error",
+                                                                                   "Inconclusive")):  # fmt: skip
+        return
+    s.traffic.append(UpdateObject(run.model_copy(update={"spec": run.spec.model_copy(update={"terminate": True})})))
+
+
+def _experiment_step(s: Sync, step: CanaryStep, index: int, stable: ReplicaSet) -> str:
+    """The experiment step's Experiment (created when missing) and its phase."""
+    assert step.experiment is not None and s.new is not None
+    name = experiment_name(s.ro, s.h, revision_of(s.new), index)
+    s.status["canary"] = {**(s.status.get("canary") or {}), "currentExperiment": name}
+    found = next((e for e in s.view.experiments if e.metadata.name == name), None)
+    if found is None:
+        canary = s.view.template
+        assert canary is not None
+        s.creates.append(CreateObject(step_experiment(s.ro, step.experiment, name, s.h, canary,
+                                                      stable.spec.template or canary)))  # fmt: skip
+        s.event("ExperimentCreated", f"Created Experiment '{name}'")
+        return "Pending"
+    return (found.status.phase if found.status else None) or "Pending"
+
+
+def _terminate_experiments(s: Sync) -> None:
+    """The update is over: the Rollout's Experiments still running are told to stop."""
+    for exp in s.view.experiments:
+        if exp.spec.terminate or (exp.status is not None and exp.status.phase in ("Successful", "Failed", "Error")):
+            continue
+        s.traffic.append(UpdateObject(exp.model_copy(update={"spec": exp.spec.model_copy(update={"terminate": True})})))
 
 
 def sync_canary(s: Sync) -> Outcome:
@@ -281,6 +383,10 @@ def sync_canary(s: Sync) -> Outcome:
     index = min(int(s.status.get("currentStepIndex") or 0), len(steps))
     if s.status.get("promoteFull"):
         index = len(steps)
+    background = _background(s, strategy, index, stable_hash)
+    if background in ("Failed", "Error"):
+        return _abort(s, strategy, stable, routed)
+    canary_status = dict(s.status.get("canary") or {})
     s.status["stableRS"] = stable_hash
     replicas = s.replicas
     surge = scaled_value(strategy.max_surge if strategy.max_surge is not None else DEFAULT_MAX_SURGE, replicas,
@@ -290,14 +396,19 @@ def sync_canary(s: Sync) -> Outcome:
     if surge == 0 and unavailable == 0:
         unavailable = 1
     phase, message = PROGRESSING, ""
+    if background == "Inconclusive":
+        phase, message = PAUSED, "InconclusiveAnalysisRun"
     while True:
         goal = canary_replicas(steps, index, replicas, routed)
         c, st = s.counts(s.new), s.counts(stable)
+        # Pods beyond a ReplicaSet's size are on their way out (the cache may not show their
+        # deletion yet): they count as unavailable, as Kubernetes counts a terminating pod.
+        c_avail, s_avail = min(c.available, s.new.spec.replicas), min(st.available, stable.spec.replicas)
         if routed:
             c_next, s_next = goal, replicas
         else:
-            c_next, s_next = basic_counts(replicas, goal, (s.new.spec.replicas, c.available),
-                                          (stable.spec.replicas, st.available), surge, unavailable)  # fmt: skip
+            c_next, s_next = basic_counts(replicas, goal, (s.new.spec.replicas, c_avail),
+                                          (stable.spec.replicas, s_avail), surge, unavailable)  # fmt: skip
         s.scale(s.new, c_next, None)
         s.scale(stable, s_next, None)
         ready = c_next == goal and c.available >= goal and s.new.spec.replicas == goal
@@ -313,14 +424,16 @@ def sync_canary(s: Sync) -> Outcome:
             s.status.pop("promoteFull", None)
             s.event("RolloutCompleted", f"Rollout completed update to revision {s.new.metadata.annotations and s.new.metadata.annotations.get('rollout.argoproj.io/revision')}: {s.h}")
             s.requeue(0.0)
+            _terminate_background(s)
+            _terminate_experiments(s)
             return _sync_stable(s, strategy, routed)
         weight = weight_at(steps, index)
-        if routed and not _write_weight(s, strategy, weight, s.h, stable_hash):
+        if routed and not _write_weight(s, strategy, weight, s.h, stable_hash, managed_routes_at(steps, index)):
             s.requeue(2.0)
             break
         if not routed:
-            total = c.available + st.available
-            w = round(100 * c.available / total) if total else 0
+            total = c_avail + s_avail
+            w = round(100 * c_avail / total) if total else 0
             s.status["canary"] = {**canary_status, "weights": {
                 "canary": {"podTemplateHash": s.h, "weight": w},
                 "stable": {"podTemplateHash": stable_hash, "weight": 100 - w}}}  # fmt: skip
@@ -381,7 +494,20 @@ def sync_canary(s: Sync) -> Outcome:
             if run_phase != "Successful":
                 message = f"waiting for AnalysisRun {run.metadata.name}"
                 break
-        elif step.set_weight is None and step.set_canary_scale is None:
+        elif step.experiment is not None:
+            ex_phase = _experiment_step(s, step, index, stable)
+            if ex_phase in ("Failed", "Error"):
+                reason = f"Experiment '{s.status['canary']['currentExperiment']}' {ex_phase}"
+                s.status["abort"] = True
+                s.status["abortedAt"] = rfc3339(s.now)
+                s.status["_abortReason"] = reason
+                s.event("RolloutAborted", abort_message(s, reason), "Warning")
+                return _abort(s, strategy, stable, routed)
+            if ex_phase != "Successful":
+                message = f"waiting for Experiment {s.status['canary']['currentExperiment']} to end"
+                break
+        elif step.set_weight is None and step.set_canary_scale is None and step.set_header_route is None \
+                and step.set_mirror_route is None:
             s.event("StepSkipped", f"Step {index + 1} ({describe(step)}) is not supported by meshwork; skipped", "Warning")
         s.event("RolloutStepCompleted", f"Rollout step {index + 1}/{len(steps)} completed ({describe(step)})")
         index += 1

@@ -43,6 +43,7 @@ from meshwork.model.argo_analysis import (
     AnalysisRunSpec,
     AnalysisTemplate,
     ClusterAnalysisTemplate,
+    Experiment,
     Metric,
 )
 from meshwork.model.argo_rollouts import Rollout, RolloutAnalysis, RolloutStatus
@@ -71,6 +72,7 @@ class RolloutView:
     analysis_runs: Sequence[AnalysisRun] = ()
     templates: Mapping[str, AnalysisTemplate] = field(default_factory=dict)
     cluster_templates: Mapping[str, ClusterAnalysisTemplate] = field(default_factory=dict)
+    experiments: Sequence[Experiment] = ()
 
 
 def rollout_ref(ro: Rollout) -> ObjectRef:
@@ -152,14 +154,16 @@ class Sync:
     # -- analysis ------------------------------------------------------------
 
     def analysis(self, spec: RolloutAnalysis, suffix: str, stable_hash: str, acted: str | None) -> AnalysisRun | None:
-        """The AnalysisRun ``<rollout>-<hash>-<revision>-<suffix>`` (created when missing: None).
+        """The AnalysisRun ``<rollout>-<hash>-<revision>-<suffix>`` (without ``-<suffix>`` when it is
+        empty, as Argo names the background run) (created when missing: None).
 
         ``acted`` names the failed run this Rollout already aborted for: when it
         is the latest, the user retried, and a new run (``.1``, ``.2`` ...) starts.
         """
         assert self.new is not None
-        prefix = f"{self.ro.metadata.name}-{self.h}-{revision_of(self.new)}-{suffix}"
-        mine = [r for r in self.view.analysis_runs if (r.metadata.name or "").startswith(prefix)]
+        prefix = f"{self.ro.metadata.name}-{self.h}-{revision_of(self.new)}" + (f"-{suffix}" if suffix else "")
+        mine = [r for r in self.view.analysis_runs
+                if (r.metadata.name or "") == prefix or (r.metadata.name or "").startswith(f"{prefix}.")]  # fmt: skip
         mine.sort(key=lambda r: r.metadata.name or "")
         live = [r for r in mine if (r.status.phase if r.status else None) not in ("Failed", "Error", "Inconclusive")]
         if live:
@@ -250,6 +254,16 @@ def reconcile_rollout(view: RolloutView, now: float) -> Outcome:
         return s.finish(DEGRADED, "InvalidSpec: the workloadRef's template was not found")
     s.h = template_hash(view.template, (ro.status.collision_count if ro.status else None))
     s.new = s.by_hash(s.h)
+    taken = next((rs for rs in view.replicasets if rs.metadata.name == f"{ro.metadata.name}-{s.h}"
+                  and not is_controlled_by(rs, ro)), None)  # fmt: skip
+    if s.new is None and taken is not None:
+        # Another owner's ReplicaSet has the name: Argo's collisionCount changes the hash.
+        collisions = int(s.status.get("collisionCount") or 0) + 1
+        s.status["collisionCount"] = collisions
+        s.event("HashCollision", f"ReplicaSet {taken.metadata.name} is not owned by this Rollout; "
+                f"collisionCount is now {collisions}", "Warning")  # fmt: skip
+        s.requeue(0.0)
+        return s.finish(PROGRESSING, f"hash collision with ReplicaSet {taken.metadata.name}")
     if s.new is None:
         first = not s.status.get("stableRS")
         revision = max((revision_of(rs) for rs in s.rss), default=0) + 1

@@ -20,6 +20,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from meshwork.model.argo_rollouts import (
+    HeaderRoutingMatch,
+    RouteMatch,
+    SetHeaderRoute,
+    SetMirrorRoute,
+    StringMatch,
+)
 from meshwork.model.core import Service
 from meshwork.model.istio_routing import VirtualService
 from meshwork.model.istio_traffic import DestinationRule
@@ -106,3 +113,80 @@ def set_weights(vs: VirtualService, routes: list[str] | None, weight: int, *,
                 dest["weight"] = want
                 changed = True
     return VirtualService.model_validate(wire) if changed else None
+
+
+# ---------------------------------------------------------------------------
+# Managed routes: setHeaderRoute and setMirrorRoute
+# ---------------------------------------------------------------------------
+
+
+def _string_match(match: StringMatch) -> dict[str, str]:
+    """An Argo StringMatch as Istio's (exact, prefix or regex; the one that is set)."""
+    return {k: v for k, v in match.model_dump(exclude_none=True).items() if v}
+
+
+def header_route(name: str, matches: list[HeaderRoutingMatch], canary: dict[str, Any]) -> dict[str, Any]:
+    """Argo's header route: requests whose headers match go to the canary destination, all of them."""
+    return {"name": name,
+            "match": [{"headers": {m.header_name: _string_match(m.header_value)}} for m in matches],
+            "route": [{"destination": canary, "weight": 100}]}  # fmt: skip
+
+
+def mirror_route(name: str, matches: list[RouteMatch] | None, percentage: int | None,
+                 route: list[dict[str, Any]], canary: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """Argo's mirror route: matching requests go where the managed route sends them (``route``, as
+    weighted now) and ``percentage`` of them (all when absent) are copied to the canary."""
+    out: dict[str, Any] = {"name": name}
+    wire_matches = []
+    for m in matches or ():
+        one: dict[str, Any] = {}
+        if m.method is not None:
+            one["method"] = _string_match(m.method)
+        if m.path is not None:
+            one["uri"] = _string_match(m.path)
+        if m.headers:
+            one["headers"] = {k: _string_match(v) for k, v in m.headers.items()}
+        wire_matches.append(one)
+    if wire_matches:
+        out["match"] = wire_matches
+    out["route"] = route
+    out["mirror"] = canary
+    out["mirrorPercentage"] = {"value": float(100 if percentage is None else percentage)}
+    return out
+
+
+def set_managed_routes(vs: VirtualService, routes: list[str] | None, managed: list[str],
+                       wanted: dict[str, SetHeaderRoute | SetMirrorRoute], *, canary_service: str | None,
+                       canary_subset: str | None = None) -> VirtualService | None:  # fmt: skip
+    """The VirtualService with the managed routes ``wanted`` (name -> the step that sets it: a
+    ``SetHeaderRoute`` or ``SetMirrorRoute``) first, in the order of ``managed``, and every other
+    managed route removed, as Argo places them; None when unchanged.
+
+    The routes' destinations come from the first route in ``routes`` (the only route when
+    ``routes`` is empty): its canary destination, and for a mirror its weighted destinations.
+    """
+    wire = _wire(vs)
+    http = list(wire["spec"].get("http") or [])
+    others = [r for r in http if r.get("name") not in managed]
+    names = list(routes or [])
+    base = next((r for r in others if r.get("name") == names[0]), None) if names else (others[0] if others else None)
+    built: list[dict[str, Any]] = []
+    if base is not None:
+        dests = [d for d in base.get("route") or [] if d.get("destination")]
+        canary = next((dict(d["destination"]) for d in dests
+                       if (canary_subset and d["destination"].get("subset") == canary_subset)
+                       or (not canary_subset and _host_is(d["destination"].get("host", ""), canary_service))),
+                      None)  # fmt: skip
+        for name in managed:
+            step = wanted.get(name)
+            if step is None or canary is None:
+                continue
+            if isinstance(step, SetMirrorRoute):
+                built.append(mirror_route(name, step.match, step.percentage, [dict(d) for d in dests], canary))
+            elif step.match:
+                built.append(header_route(name, step.match, canary))
+    new_http = [*built, *others]
+    if new_http == http:
+        return None
+    wire["spec"]["http"] = new_http
+    return VirtualService.model_validate(wire)
