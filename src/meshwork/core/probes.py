@@ -33,9 +33,9 @@ Simplification: ticks are anchored at the container's start rather than at
 the moment the kubelet created its worker (the pod's admission).
 
 Difference: until a container is first Ready, a network readiness probe also
-runs between its regular ticks, 25 ms after the start and then at doubling
-gaps up to ``periodSeconds`` (``FAST_READINESS_FIRST_S``); those failures
-record no event. A started app is Ready within tens of milliseconds instead of
+runs between its regular ticks during its first period: 25 ms after the
+initial delay, then at gaps doubling up to 100 ms (``FAST_READINESS_*``);
+those failures record no event. A started app is Ready within tens of milliseconds instead of
 up to a period later (the kubelet's first probe often lands before the app
 listens, and the next one a whole period after).
 """
@@ -226,11 +226,12 @@ Decision = SetReady | SetStarted | KillContainer | ContainerEvent
 
 
 # Until a container is first Ready, its network readiness probe (httpGet, tcpSocket, grpc;
-# not exec, which costs a process) also runs between its regular ticks, after these gaps,
-# doubling up to periodSeconds: an app that is up is Ready in a few tens of milliseconds
+# not exec, which costs a process) also runs between its regular ticks during its first
+# period, after these gaps (doubling up to the cap): an app that is up is Ready in a few tens of milliseconds
 # instead of up to a whole period later (what a cold start waits for; Knative's
 # queue-proxy probes the same way). Failures there record no event: the regular ticks do.
 FAST_READINESS_FIRST_S = 0.025
+FAST_READINESS_MAX_S = 0.1  # the gap stops growing here; after one period the regular ticks alone remain
 
 
 @dataclass(slots=True)
@@ -245,6 +246,7 @@ class _Worker:
     triggered_at: float | None = None
     fast_gap: float = 0.0  # > 0: probing between ticks (readiness, until first Ready)
     fast_next: float = 0.0
+    fast_end: float = 0.0  # no probing between ticks from here on (one period after the initial delay)
     fast_flight: bool = False  # the probe in flight is one of those
 
 
@@ -282,6 +284,7 @@ class ProbeTracker:
                         and spec.period_seconds > FAST_READINESS_FIRST_S):  # fmt: skip
                     w.fast_gap = FAST_READINESS_FIRST_S
                     w.fast_next = started_at + (spec.initial_delay_seconds or 0)
+                    w.fast_end = w.fast_next + spec.period_seconds
         self.started = "startup" not in self._workers
         # Without a readiness probe a started container is ready at once.
         self.ready = self.started and "readiness" not in self._workers
@@ -304,7 +307,8 @@ class ProbeTracker:
                 return w.triggered_at
             w.triggered_at = None  # a trigger inside the initial delay does nothing upstream
         regular = self._first_tick(w, w.next_tick)
-        return min(regular, w.fast_next) if w.fast_gap and not self.ready else regular
+        fast = w.fast_gap and not self.ready and w.fast_next < w.fast_end
+        return min(regular, w.fast_next) if fast else regular
 
     def due(self, now: float) -> list[RunProbe]:
         """The probes to run at ``now`` (each is then in flight until its result is recorded)."""
@@ -328,7 +332,7 @@ class ProbeTracker:
                 w.next_tick = self._first_tick(w, tick + w.spec.period_seconds)
             if w.fast_gap:
                 w.fast_next = tick + w.fast_gap
-                w.fast_gap = min(w.fast_gap * 2, float(w.spec.period_seconds))
+                w.fast_gap = min(w.fast_gap * 2, FAST_READINESS_MAX_S, float(w.spec.period_seconds))
             out.append(RunProbe(name, w.kind, w.target, float(w.spec.timeout_seconds)))
         return out
 
