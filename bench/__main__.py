@@ -4,7 +4,7 @@ import runpy
 import sys
 from pathlib import Path
 
-BENCHES = ["bench.api_bench", "bench.store_bench", "bench.scheduler_bench", "bench.agent_bench", "bench.proxy_bench", "bench.mesh_bench", "bench.plugin_bench", "bench.telemetry_bench", "bench.tls_bench"]
+BENCHES = ["bench.api_bench", "bench.store_bench", "bench.scheduler_bench", "bench.agent_bench", "bench.proxy_bench", "bench.gateway_bench", "bench.mesh_bench", "bench.plugin_bench", "bench.telemetry_bench", "bench.tls_bench"]
 
 if __name__ == "__main__":
     for name in BENCHES:

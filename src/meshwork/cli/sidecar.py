@@ -7,6 +7,7 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 
 import click
@@ -43,12 +44,22 @@ def _ports(text: str) -> dict[int, int]:
 @click.option("--app-ip", envvar="MESHWORK_APP_IP", default=None,
               help="The app's own address (set by the agent): the sidecar takes the app's ports on the pod IP "
                    "and forwards there (inbound capture).")  # fmt: skip
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Gateway: processes sharing its ports (SO_REUSEPORT) [default: the cores, at most 4; "
+                   "sidecars: 1].")  # fmt: skip
 def sidecar_cmd(server: str, token_file: Path | None, role: str, pod: str, namespace: str, ip: str,
                 listen_host: str | None, ports: str, labels: str | None, access_log: str | None, pod_ports: str | None,
-                app_ip: str | None) -> None:  # fmt: skip
+                app_ip: str | None, workers: int | None) -> None:  # fmt: skip
     """Run the mesh proxy for one pod (sidecar) or as an ingress gateway."""
     from meshwork.proxy.inbound import parse_pod_ports
     from meshwork.proxy.sidecar import Sidecar, SidecarOptions
+    from meshwork.proxy.workers import default_workers, run_gateway
+
+    if workers is None:
+        workers = default_workers(role)
+    elif workers > 1 and role != "gateway":
+        raise click.BadParameter("only a gateway runs several workers (a sidecar serves one pod)",
+                                 param_hint="--workers")  # fmt: skip
 
     try:
         app_ports = parse_pod_ports(pod_ports)
@@ -67,6 +78,8 @@ def sidecar_cmd(server: str, token_file: Path | None, role: str, pod: str, names
                              gateway_ports=_ports(ports) if role == "gateway" else {}, labels=labels,
                              admin_host=ip, access_log=access_log, pod_ports=app_ports, pod_ip=ip,
                              app_ip=app_ip if role == "sidecar" else None)  # fmt: skip
+    if workers > 1:
+        sys.exit(run_gateway(options, workers))
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -58,6 +58,16 @@ _NOT_NOMINATED = frozenset((b"", b"close", b"keep-alive", b"upgrade", b"host", b
                             b"transfer-encoding"))
 _DIGITS = re.compile(rb"[0-9]{1,19}")
 
+# Response heads that passed every check, with what _framing made of them: a
+# backend repeats the same head byte for byte (only Date moves, once a second),
+# so the head's regex walk and field scan run about once per backend per
+# second. The key is the whole head, so a hit is exactly the result a fresh
+# parse would give; only responses to plain requests (not HEAD, no upgrade).
+# Bounded: emptied when full; heads above 1 KiB are not kept.
+MAX_REMEMBERED_HEADS = 256
+MAX_REMEMBERED_HEAD = 1024
+_FRAMINGS: dict[bytes, tuple[int, list[bytes] | None, bool, int, int]] = {}
+
 # Framing states.
 _HEAD_STATE = 0
 _LENGTH = 1
@@ -174,24 +184,35 @@ class ResponseReader:
                 self._line = data
                 return b""
             end += 4
-            m = _HEAD.match(data, 0, end) or _HEAD_NO_REASON.match(data, 0, end)
-            if m is None or m.end() != end:
-                raise _bad("invalid status line or header field")
-            status = int(data[9:12])  # the grammar fixed where: "HTTP/1.x NNN"
-            if status < 200 and not (status == 101 and self._upgrade):
-                if status == 101:
-                    raise _bad("101 Switching Protocols to a request that asked for none")
-                data = data[end:]  # interim response: swallowed
-                if not data:
-                    return b""
-                continue
             if end == len(data):
                 head, rest = data, b""
             else:
                 head, rest = data[:end], data[end:]
-            self.head = head
-            self.status = status
-            self._framing(head, data[7] == 49, status)  # 49 is "1": HTTP/1.1
+            known = None if self._head_request or self._upgrade else _FRAMINGS.get(head)
+            if known is not None:  # these very bytes passed every check before
+                self.head = head
+                self.status, self.hop, self.keep_alive, state, self._left = known
+                self._state = state
+                self.done = state == _DONE
+            else:
+                m = _HEAD.match(head) or _HEAD_NO_REASON.match(head)
+                if m is None or m.end() != end:
+                    raise _bad("invalid status line or header field")
+                status = int(head[9:12])  # the grammar fixed where: "HTTP/1.x NNN"
+                if status < 200 and not (status == 101 and self._upgrade):
+                    if status == 101:
+                        raise _bad("101 Switching Protocols to a request that asked for none")
+                    data = rest  # interim response: swallowed
+                    if not data:
+                        return b""
+                    continue
+                self.head = head
+                self.status = status
+                self._framing(head, head[7] == 49, status)  # 49 is "1": HTTP/1.1
+                if not (self._head_request or self._upgrade or self.upgraded) and end <= MAX_REMEMBERED_HEAD:
+                    if len(_FRAMINGS) >= MAX_REMEMBERED_HEADS:
+                        _FRAMINGS.clear()
+                    _FRAMINGS[head] = (status, self.hop, self.keep_alive, self._state, self._left)
             if not rest:
                 return b""
             if self._state == _LENGTH and len(rest) == self._left:  # the usual: all of a small body

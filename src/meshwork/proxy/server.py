@@ -167,8 +167,12 @@ class HttpProxy:
         *,
         sock: socket.socket | None = None,
         tls: ListenerTls | None = None,
+        reuse_port: bool = False,
     ) -> int:
         """Listen (on ``sock`` if given); returns the port.
+
+        ``reuse_port``: open the socket with SO_REUSEPORT, so that the other
+        workers of a gateway (``proxy.workers``) listen on the same port.
 
         ``tls``: the listener's TLS policy (STRICT, PERMISSIVE or DISABLE, contexts
         by SNI, passthrough), read for every new connection, so its fields may
@@ -178,7 +182,7 @@ class HttpProxy:
 
         cls = self.connection_class or HttpProxyConnection
         if sock is None:
-            sock = listen_socket(host, port)
+            sock = listen_socket(host, port, reuse_port=reuse_port)
         bound = int(sock.getsockname()[1])
 
         def factory() -> HttpProxyConnection:

@@ -30,7 +30,7 @@ import logging
 import os
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -111,6 +111,7 @@ class SidecarOptions:
     pod_ports: tuple[AppPort, ...] = ()  # the app's ports (ISTIO_META_POD_PORTS), for the inbound side
     pod_ip: str | None = None  # the app's address for inbound and the outbound source (None: listen_host)
     app_ip: str | None = None  # the app's own address: the sidecar captures the pod IP's app ports (proxy.inbound)
+    reuse_port: bool = False  # listeners share their ports with the other workers of a gateway (proxy.workers)
 
 
 class _Stream:
@@ -403,7 +404,8 @@ class Sidecar:
         proxy = self.proxies.get(port)
         if proxy is None:
             proxy = HttpProxy(decider, observer=observer or self._observer, source_address=source)
-            await proxy.start(self.options.listen_host, bind_port if bind_port is not None else port, tls=tls)
+            await proxy.start(self.options.listen_host, bind_port if bind_port is not None else port, tls=tls,
+                              reuse_port=self.options.reuse_port)
             self.proxies[port] = proxy
         else:
             proxy.decider = decider  # one assignment: the next request routes with the new table
@@ -505,7 +507,9 @@ class Sidecar:
         finally:
             writer.close()
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, feed: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Serve until ``stop``: configs come from the control plane's stream, or from ``feed``
+        (a gateway worker's: its supervisor holds the stream, ``proxy.workers``)."""
         if self.access_log is not None:
             self.access_log.start()
         exporting = asyncio.create_task(self.exporter.run()) if self.exporter is not None else None
@@ -514,6 +518,18 @@ class Sidecar:
         if self.mtls is not None:
             self.mtls.start(stop)
         regateway = asyncio.create_task(self._gateway_mtls()) if self.options.role == "gateway" else None
+        if feed is None:
+            await self.follow_stream(stop)
+        else:
+            await feed()
+        for task in (exporting, regateway):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def follow_stream(self, stop: asyncio.Event) -> None:
+        """Apply what the config stream sends until ``stop``, reconnecting with back-off."""
         delay = RECONNECT_MIN_S
         while not stop.is_set():
             try:
@@ -524,11 +540,6 @@ class Sidecar:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
-        for task in (exporting, regateway):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
 
     async def _gateway_mtls(self) -> None:
         """A gateway's first certificate: re-apply the config it applied without one, so its routes
