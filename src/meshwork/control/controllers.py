@@ -248,6 +248,9 @@ def scheduler_controller(views: Views) -> Controller:
     # object: without it every pass re-validated every bound pod (quadratic in a
     # burst of creates). build_snapshot only reads them.
     memo: dict[str, tuple[object, Any]] = {}
+    # Bound pods, kept by the cache as pods change: scanning every pod's bytes on
+    # each pass made a burst of pending pods quadratic.
+    bound_index = views.cache.add_index(PODS.resource, lambda i: b'"nodeName":"' in i.record.value)
 
     def decoded(item: CachedObject, model: type[M]) -> M:
         key = f"{model.__name__}/{_key(item.obj)}"
@@ -263,7 +266,7 @@ def scheduler_controller(views: Views) -> Controller:
         if pod is None or pod.spec.node_name:
             return Outcome()
         nodes = [decoded(i, Node) for i in views.cache.list(NODES.resource)]
-        items = [i for i in views.cache.list(PODS.resource) if b'"nodeName":"' in i.record.value]
+        items = views.cache.list_index(bound_index)
         if len(memo) > 2 * (len(items) + len(nodes)) + 64:
             live = {f"Pod/{_key(i.obj)}" for i in items} | {f"Node/{_key(i.obj)}" for i in views.cache.list(NODES.resource)}
             for stale in [k for k in memo if k not in live]:

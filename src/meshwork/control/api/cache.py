@@ -102,6 +102,22 @@ class Subscription:
 
 
 Listener = Callable[[CachedEvent], None]
+Predicate = Callable[[CachedObject], bool]
+
+
+@dataclass(eq=False)
+class Index:
+    """The keys of one resource's objects for which ``predicate`` holds, kept current by the cache."""
+
+    resource: str
+    predicate: Predicate
+    keys: set[str] = field(default_factory=set)
+
+    def update(self, item: CachedObject, present: bool) -> None:
+        if present and self.predicate(item):
+            self.keys.add(item.key)
+        else:
+            self.keys.discard(item.key)
 
 
 class WatchCache:
@@ -111,6 +127,7 @@ class WatchCache:
         self._ring: deque[CachedEvent] = deque(maxlen=ring_events)
         self._subs: set[Subscription] = set()
         self._listeners: list[Listener] = []
+        self._indexes: list[Index] = []
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._waiter_seq = 0
         self._task: asyncio.Task[None] | None = None
@@ -144,6 +161,8 @@ class WatchCache:
         for rec in records:
             self._objects.setdefault(resource_of(rec.key), {})[rec.key] = CachedObject(rec)
         self.revision = revision
+        for index in self._indexes:
+            self._fill(index)
         self._ring.clear()
         self._ring_floor = revision
 
@@ -173,11 +192,15 @@ class WatchCache:
         if rec.mod_revision <= self.revision:
             return  # already seen (a resumed store watch may repeat the boundary)
         item = CachedObject(rec)
-        bucket = self._objects.setdefault(resource_of(rec.key), {})
+        bucket_resource = resource_of(rec.key)
+        bucket = self._objects.setdefault(bucket_resource, {})
         if event.type == "DELETED":
             bucket.pop(rec.key, None)
         else:
             bucket[rec.key] = item
+        for index in self._indexes:
+            if index.resource == bucket_resource:
+                index.update(item, event.type != "DELETED")
         cached = CachedEvent(event.type, item)
         if len(self._ring) == self._ring.maxlen:
             self._ring_floor = self._ring[0].revision
@@ -228,6 +251,26 @@ class WatchCache:
             return [bucket[k] for k in sorted(bucket)]
         prefix = f"{resource}/{namespace}/"
         return [bucket[k] for k in sorted(bucket) if k.startswith(prefix)]
+
+    def add_index(self, resource: str, predicate: Predicate) -> Index:
+        """Keep the set of ``resource`` keys whose object satisfies ``predicate``.
+
+        The predicate sees every object of ``resource`` once per change, so a
+        reader that needs a small subset (bound pods, say) does not rescan the
+        whole resource on every pass. Read it with ``list_index``.
+        """
+        index = Index(resource, predicate)
+        self._fill(index)
+        self._indexes.append(index)
+        return index
+
+    def _fill(self, index: Index) -> None:
+        index.keys = {k for k, item in self._objects.get(index.resource, {}).items() if index.predicate(item)}
+
+    def list_index(self, index: Index) -> builtins.list[CachedObject]:
+        """The objects in ``index``, sorted by key (as ``list`` would return them)."""
+        bucket = self._objects.get(index.resource, {})
+        return [bucket[k] for k in sorted(index.keys) if k in bucket]
 
     def count(self, resource: str) -> int:
         return len(self._objects.get(resource, {}))
