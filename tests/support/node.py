@@ -9,6 +9,8 @@ never leaves a process behind.
 from __future__ import annotations
 
 import contextlib
+import random
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -120,3 +122,37 @@ def running_node(data_dir: Path, *extra: str) -> Iterator[Node]:
             server.stop(timeout=60)
         server.kill()
         sweep_processes(data_dir)
+
+
+@contextlib.contextmanager
+def own_range_node(home: Path) -> Iterator[Node]:
+    """A server and a node agent with pod IPs of their own: a random /16 of 127.0.0.0/8 outside the
+    range every server's first node gets, so another meshwork running on this machine at the
+    same time (another test session) never hands out the same pod addresses."""
+    server = ServerProcess(home)
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        server.start("--no-ingress-gateway")
+        cidr = f"127.{random.randrange(128, 250)}.0.0/16"
+        with open(home / "agent.log", "ab") as log:
+            agent = subprocess.Popen([sys.executable, "-m", "meshwork", "agent", "--server", server.url,
+                                      "--token", server.token, "--name", "node-1", "--pod-cidr", cidr,
+                                      "--data-dir", str(home)],
+                                     stdout=log, stderr=log, start_new_session=True)  # fmt: skip
+        node = Node(server)
+        wait_for(lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in
+                             ((node.get("/api/v1/nodes/node-1") or {}).get("status") or {}).get("conditions") or []),
+                 30, "the node agent to join")  # fmt: skip
+        yield node
+    finally:
+        if agent is not None:
+            agent.terminate()  # it stops every pod first
+            try:
+                agent.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
+        with contextlib.suppress(Exception):
+            server.stop(timeout=30)
+        server.kill()
+        sweep_processes(home)

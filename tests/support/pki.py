@@ -9,6 +9,7 @@ a foreign root. DNS-named leaves serve gateway (SNI) tests.
 from __future__ import annotations
 
 import datetime
+import ssl
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -109,3 +110,30 @@ class Pki:
             ),
             serial,
         )
+
+
+def handshake(
+    server: ssl.SSLContext, client: ssl.SSLContext, sni: str | None = None
+) -> tuple[ssl.SSLObject, ssl.SSLObject]:
+    """Run a whole handshake between two memory BIO pairs; raises what either side raises."""
+    s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    cli = client.wrap_bio(c_in, c_out, server_side=False, server_hostname=sni)
+    done = {"s": False, "c": False}
+    for _ in range(20):
+        for name, obj in (("c", cli), ("s", srv)):
+            if not done[name]:
+                try:
+                    obj.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+        if all(done.values()):
+            break
+    # TLS 1.3: the server's verdict on the client's certificate reaches the client with the first read.
+    srv.write(b"x")
+    c_in.write(s_out.read())
+    assert cli.read(1) == b"x"
+    return srv, cli

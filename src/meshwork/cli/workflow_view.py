@@ -14,19 +14,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from meshwork.core.reconcile.podtemplate import parse_time
+
 ICONS = {"Succeeded": "✔", "Failed": "✖", "Error": "⚠", "Running": "●", "Pending": "◷",
          "Skipped": "○", "Omitted": "○"}  # fmt: skip
 FINISHED = ("Succeeded", "Failed", "Error")
 _HIDDEN = ("StepGroup", "TaskGroup")
-
-
-def _time(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def human_duration(seconds: float | None) -> str:
@@ -41,8 +34,8 @@ def human_duration(seconds: float | None) -> str:
 
 
 def duration(obj: dict[str, Any], now: float) -> str:
-    start = _time(obj.get("startedAt"))
-    end = _time(obj.get("finishedAt"))
+    start = parse_time(obj.get("startedAt"))
+    end = parse_time(obj.get("finishedAt"))
     return human_duration((end or now) - start) if start is not None else ""
 
 
@@ -102,7 +95,7 @@ def tree_rows(wf: dict[str, Any], now: float) -> list[tuple[str, str, str, str, 
 def list_row(wf: dict[str, Any], now: float) -> tuple[str, str, str, str, str]:
     """NAME, STATUS, AGE, DURATION, MESSAGE."""
     meta, st = wf.get("metadata") or {}, wf.get("status") or {}
-    created = _time(meta.get("creationTimestamp"))
+    created = parse_time(meta.get("creationTimestamp"))
     age = human_duration(now - created) if created is not None else ""
     phase = st.get("phase") or "Pending"
     if phase == "Running" and (wf.get("spec") or {}).get("suspend"):

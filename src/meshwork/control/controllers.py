@@ -95,6 +95,23 @@ class Views:
         for item in self.cache.list(info.resource):
             yield _key(item.obj)
 
+    def owner_via_replicaset(self, pod: CachedObject, kind: str) -> list[str]:
+        """``[ns/name]`` of the ``kind`` (Deployment, Rollout, Experiment) owning the ReplicaSet
+        that owns ``pod``; [] when there is none."""
+        rs_key = _owner_key(pod, "ReplicaSet")
+        if rs_key is None:
+            return []
+        namespace, name = _split(rs_key)
+        rs = self.cache.get(f"{REPLICASETS.resource}/{namespace}/{name}")
+        key = _owner_key(rs, kind) if rs is not None else None
+        return [key] if key else []
+
+    def pods_of(self, namespace: str, replicasets: Iterable[ReplicaSet]) -> list[Pod]:
+        """The pods of these ReplicaSets; only those are decoded."""
+        owners = [rs.metadata.uid.encode() for rs in replicasets if rs.metadata.uid]
+        return [Pod.model_validate(i.obj) for i in self.cache.list(PODS.resource, namespace)
+                if any(uid in i.record.value for uid in owners)]  # fmt: skip
+
 
 def replicaset_controller(views: Views) -> Controller:
     def keys_for(event: CachedEvent) -> Iterable[str]:
@@ -125,13 +142,7 @@ def deployment_controller(views: Views) -> Controller:
             key = _owner_key(event.item, "Deployment")
             return [key] if key else []
         if resource == PODS.resource:
-            rs_key = _owner_key(event.item, "ReplicaSet")
-            if rs_key is None:
-                return []
-            namespace, name = _split(rs_key)
-            rs = views.cache.get(f"{REPLICASETS.resource}/{namespace}/{name}")
-            key = _owner_key(rs, "Deployment") if rs is not None else None
-            return [key] if key else []
+            return views.owner_via_replicaset(event.item, "Deployment")
         return []
 
     def reconcile(key: str, now: float) -> Outcome:
@@ -140,14 +151,7 @@ def deployment_controller(views: Views) -> Controller:
             return Outcome()
         namespace = _split(key)[0]
         replicasets = views.all_in(REPLICASETS, ReplicaSet, namespace, owner_uid=deploy.metadata.uid)
-        owners = [rs.metadata.uid.encode() for rs in replicasets if rs.metadata.uid]
-        # Only the pods of this Deployment's ReplicaSets count: decode just those.
-        pods = [
-            Pod.model_validate(item.obj)
-            for item in views.cache.list(PODS.resource, namespace)
-            if any(uid in item.record.value for uid in owners)
-        ]
-        return reconcile_deployment(deploy, replicasets, pods, now)
+        return reconcile_deployment(deploy, replicasets, views.pods_of(namespace, replicasets), now)
 
     return Controller("deployment", keys_for, lambda: views.keys(DEPLOYMENTS), reconcile)
 

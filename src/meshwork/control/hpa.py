@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 import urllib.request
@@ -77,11 +78,13 @@ from meshwork.model.corev1 import parse_quantity
 from meshwork.model.kinds import REGISTRY, KindInfo
 from meshwork.telemetry.meshstats import (
     Series,
-    histogram_quantile,
-    increase,
+    ServiceStats,
+    increases,
     meshed_pods,
     scrape,
     service_stats,
+    summed,
+    traffic_stats,
 )
 
 log = logging.getLogger(__name__)
@@ -93,7 +96,6 @@ METRICS_WINDOW_S = 30.0  # metrics-server's resolution is 15-60 s; a rate needs 
 AGENT_TIMEOUT_S = 5.0  # an agent answers /stats/summary from /proc at once
 MESH_METRICS = ("requests_per_second", "error_rate", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms")
 _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never through $http_proxy
-_REQUESTS = "istio_requests_total"
 
 
 def _env(name: str, default: float) -> float:
@@ -335,23 +337,15 @@ def _resource_reading(metric: MetricSpec, pods: list[dict[str, Any]], hist: dequ
     return PodMetricInput(tuple(_pod_state(p) for p in pods), samples, requests)
 
 
-def _mesh_value(name: str, deltas: dict[Series, float], seconds: float) -> float | None:
-    """One of ``MESH_METRICS`` for one pod, from its destination-reported series' increases."""
-    total = sum(v for k, v in deltas.items() if k[0] == _REQUESTS)
-    if name == "requests_per_second":
-        return total / seconds if seconds > 0 else None
-    if name == "error_rate":
-        return sum(v for k, v in deltas.items() if k[0] == _REQUESTS and k[4].startswith("5")) / total if total else 0.0
-    q = {"latency_p50_ms": 0.5, "latency_p90_ms": 0.9, "latency_p99_ms": 0.99}[name]
-    value = histogram_quantile(q, [(float(k[4]), v) for k, v in deltas.items() if k[0] != _REQUESTS])
-    return value if value == value else None  # NaN: no requests, no latency
-
-
-def _deltas(before: dict[Series, float], after: dict[Series, float]) -> dict[Series, float]:
-    out: dict[Series, float] = {}
-    for key, value in after.items():
-        out[key] = increase(before.get(key, 0.0), value)
-    return out
+def _mesh_value(name: str, stats: ServiceStats | None) -> float | None:
+    """One of ``MESH_METRICS`` from a pod's or a service's stats over the window (None: no stats).
+    Without requests the rate and the error rate are 0 and a latency is unknown (None)."""
+    if stats is None:
+        return 0.0 if name in ("requests_per_second", "error_rate") else None
+    value = {"requests_per_second": stats.rps,
+             "error_rate": 1.0 - stats.success if not math.isnan(stats.success) else 0.0,
+             "latency_p50_ms": stats.p50, "latency_p90_ms": stats.p90, "latency_p99_ms": stats.p99}[name]  # fmt: skip
+    return None if math.isnan(value) else value
 
 
 def _pods_reading(metric: MetricSpec, pods: list[dict[str, Any]], hist: deque[Snapshot], now: float,
@@ -371,7 +365,8 @@ def _pods_reading(metric: MetricSpec, pods: list[dict[str, Any]], hist: deque[Sn
         if after is None:
             continue
         # A pod new since the window began counts from zero (its sidecar's counters did).
-        value = _mesh_value(name, _deltas(first.series.get(pod_name, {}), after), last.time - first.time)
+        seconds = last.time - first.time
+        value = _mesh_value(name, traffic_stats(increases(first.series.get(pod_name, {}), after), seconds))
         if value is not None:
             samples[pod_name] = Sample(value, last.time, last.time - first.time)
     if not samples:
@@ -405,18 +400,9 @@ def _service_reading(metric: MetricSpec, namespace: str, hist: deque[Snapshot], 
     seconds = last.time - first.time
     deltas: dict[Series, float] = {}
     for pod_name, after in last.series.items():
-        for key, grown in _deltas(first.series.get(pod_name, {}), after).items():
-            deltas[key] = deltas.get(key, 0.0) + grown
+        summed(deltas, increases(first.series.get(pod_name, {}), after))
     rows = [s for s in service_stats(deltas, seconds) if s.name == service and s.namespace in (ns, "unknown")]
-    value: float | None
-    if not rows:
-        value = 0.0 if name in ("requests_per_second", "error_rate") else None
-    else:
-        row = rows[0]
-        value = {"requests_per_second": row.rps, "error_rate": 1.0 - row.success if row.success == row.success else 0.0,
-                 "latency_p50_ms": row.p50, "latency_p90_ms": row.p90, "latency_p99_ms": row.p99}[name]  # fmt: skip
-        if value != value:
-            value = None
+    value = _mesh_value(name, rows[0] if rows else None)
     if value is None:
         return MetricFailure(f"unable to get metric {name} of service {service}: no requests in the window")
     return ObjectMetricInput(value, ready_pods)

@@ -73,9 +73,15 @@ from meshwork.model.core import Endpoints, Service
 from meshwork.model.istio_routing import VirtualService
 from meshwork.model.istio_traffic import DestinationRule
 from meshwork.model.kinds import REGISTRY
-from meshwork.model.pod import Pod
 from meshwork.model.workloads import Deployment, Job, ReplicaSet
-from meshwork.telemetry.meshstats import increase, meshed_pods, scrape_all, service_stats
+from meshwork.telemetry.meshstats import (
+    Series,
+    increases,
+    meshed_pods,
+    scrape_all,
+    service_stats,
+    summed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,13 +118,7 @@ def rollout_controller(views: Views) -> Controller:
             key = _owner_key(event.item, "Rollout")
             return [key] if key else []
         if resource == PODS.resource:
-            rs_key = _owner_key(event.item, "ReplicaSet")
-            if rs_key is None:
-                return []
-            namespace, name = _split(rs_key)
-            rs = views.cache.get(f"{REPLICASETS.resource}/{namespace}/{name}")
-            key = _owner_key(rs, "Rollout") if rs is not None else None
-            return [key] if key else []
+            return views.owner_via_replicaset(event.item, "Rollout")
         if resource in _NAMESPACE_WIDE:
             return in_namespace(event.item.obj.get("metadata", {}).get("namespace", ""))
         if resource == CLUSTER_TEMPLATES.resource:
@@ -145,10 +145,8 @@ def rollout_controller(views: Views) -> Controller:
         # collision (e.g. a workloadRef'd Deployment's ReplicaSet of the same template).
         rss = [rs for rs in views.all_in(REPLICASETS, ReplicaSet, namespace)
                if (rs.metadata.name or "").startswith(f"{ro.metadata.name}-")]  # fmt: skip
-        owners = [rs.metadata.uid.encode() for rs in rss if rs.metadata.uid and uid and
-                  any(r.uid == uid for r in rs.metadata.owner_references or ())]  # fmt: skip
-        pods = [Pod.model_validate(i.obj) for i in views.cache.list(PODS.resource, namespace)
-                if any(o in i.record.value for o in owners)]  # fmt: skip
+        owned = [rs for rs in rss if uid and any(r.uid == uid for r in rs.metadata.owner_references or ())]
+        pods = views.pods_of(namespace, owned)
         view = RolloutView(
             rollout=ro,
             template=template,
@@ -181,13 +179,7 @@ def experiment_controller(views: Views) -> Controller:
             key = _owner_key(event.item, "Experiment")
             return [key] if key else []
         if resource == PODS.resource:
-            rs_key = _owner_key(event.item, "ReplicaSet")
-            if rs_key is None:
-                return []
-            namespace, name = _split(rs_key)
-            rs = views.cache.get(f"{REPLICASETS.resource}/{namespace}/{name}")
-            key = _owner_key(rs, "Experiment") if rs is not None else None
-            return [key] if key else []
+            return views.owner_via_replicaset(event.item, "Experiment")
         return []
 
     def reconcile(key: str, now: float) -> Outcome:
@@ -196,10 +188,7 @@ def experiment_controller(views: Views) -> Controller:
             return Outcome()
         namespace = _split(key)[0]
         rss = views.all_in(REPLICASETS, ReplicaSet, namespace, owner_uid=exp.metadata.uid)
-        owners = [rs.metadata.uid.encode() for rs in rss if rs.metadata.uid]
-        pods = [Pod.model_validate(i.obj) for i in views.cache.list(PODS.resource, namespace)
-                if any(o in i.record.value for o in owners)]  # fmt: skip
-        return reconcile_experiment(exp, rss, pods, now)
+        return reconcile_experiment(exp, rss, views.pods_of(namespace, rss), now)
 
     return Controller("experiment", keys_for, lambda: views.keys(EXPERIMENTS), reconcile)
 
@@ -310,13 +299,9 @@ async def _mesh(views: Views, namespace: str, spec: MeshworkMetric) -> Value:
     await asyncio.sleep(window)
     after = await asyncio.to_thread(scrape_all, pods, "destination")
     seconds = time.monotonic() - t0
-    deltas: dict[Any, float] = {}
+    deltas: dict[Series, float] = {}
     for pod, series in after.items():
-        old = before.get(pod, {})
-        for key, value in series.items():
-            d = increase(old.get(key, 0.0), value)
-            if d:
-                deltas[key] = deltas.get(key, 0.0) + d
+        summed(deltas, increases(before.get(pod, {}), series))
     short = spec.service.split(".")[0]
     rows = [s for s in service_stats(deltas, seconds) if s.name == short and (s.namespace == ns or s.namespace == "unknown")]
     if not rows or rows[0].rps * seconds < 1:

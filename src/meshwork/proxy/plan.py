@@ -254,7 +254,10 @@ class Forward:
 
 @dataclass(frozen=True, slots=True)
 class DirectResponse:
-    """Answer without an upstream. ``flag`` is the Envoy response flag for the log (NR, FI…)."""
+    """Answer without an upstream. ``flag`` is the Envoy response flag for the log (NR, FI…).
+
+    ``status`` 0 answers nothing: the connection is closed (a STRICT port refusing plaintext).
+    """
 
     status: int
     body: bytes = b""

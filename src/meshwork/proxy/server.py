@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import gc
 import json
 import logging
@@ -27,17 +26,18 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import IO, TYPE_CHECKING, Any
 
 from meshwork.proxy.observe import ConnectionInfo, Observer, Observers, RequestInfo
 from meshwork.proxy.plan import Cluster, Decider, Downstream
 from meshwork.proxy.tcp import TcpProxy
+from meshwork.proxy.telemetry import access_record
 from meshwork.proxy.tlslisten import TlsListener
 from meshwork.proxy.upstream import Pool
 
 if TYPE_CHECKING:
-    from meshwork.core.http1 import Request
     from meshwork.proxy.http import HttpProxyConnection
     from meshwork.proxy.tls import ListenerTls
 
@@ -76,46 +76,14 @@ class AccessLog:
             self.stream.flush()
 
     def request_done(self, info: RequestInfo) -> None:
-        req = info.request
-        start = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=info.duration)
-        self.write(
-            {
-                "start_time": start.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                "method": info.method.decode("ascii"),
-                "path": info.path.decode("ascii", "replace"),
-                "protocol": "HTTP/" + req.http_version.decode("ascii") if req is not None else None,
-                "response_code": info.status,
-                "response_flags": info.flags or "-",
-                "response_code_details": info.reason or None,
-                "bytes_received": info.request_bytes,
-                "bytes_sent": info.response_bytes,
-                "duration": round(info.duration * 1000),
-                "upstream_host": info.upstream or None,
-                "upstream_cluster": info.cluster or None,
-                "route_name": info.route or None,
-                "authority": info.authority.decode("latin-1") or None,
-                "downstream_remote_address": info.source,
-                "user_agent": _header(req, b"user-agent"),
-                "request_id": _header(req, b"x-request-id"),
-                "x_forwarded_for": _header(req, b"x-forwarded-for"),
-                "attempts": info.attempts,
-            }
-        )
+        # The sidecar's access log fields (``proxy.telemetry``), and how many attempts it took.
+        self.write({**access_record(info, time.time()), "attempts": info.attempts})
 
     def connection_opened(self, info: ConnectionInfo) -> None:
         pass
 
     def connection_closed(self, info: ConnectionInfo) -> None:
         pass
-
-
-def _header(req: Request | None, name: bytes) -> str | None:
-    if req is None:
-        return None
-    for n, v in req.headers:
-        if n.lower() == name:
-            return v.decode("latin-1")
-    return None
 
 
 class HttpProxy:

@@ -298,7 +298,10 @@ class Sidecar:
         return None
 
     def _activating(self, decider: Decider) -> Decider:
-        """A client-side listener's decider, holding requests for workloads at zero (proxy.activator)."""
+        """A client-side listener's decider, holding requests for workloads at zero (proxy.activator);
+        the bare decider (nothing on the request path) when the snapshot names none that can be woken."""
+        if not self.activator.activatable:
+            return decider
         return ActivatingDecider(decider, self.activator)
 
     def _limit(self, decider: Decider) -> Decider:

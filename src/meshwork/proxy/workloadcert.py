@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -76,11 +75,6 @@ def renew_in(not_before: float, not_after: float, now: float, rng: random.Random
     life = max(not_after - not_before, 0.0)
     at = not_before + life / 2 + rng.uniform(-JITTER, JITTER) * life
     return max(at - now, 0.0)
-
-
-def _timestamp(value: Any) -> float:
-    text = str(value).replace("Z", "+00:00")
-    return dt.datetime.fromisoformat(text).timestamp()
 
 
 def cert_from_answer(key_pem: bytes, answer: dict[str, Any]) -> WorkloadCert:

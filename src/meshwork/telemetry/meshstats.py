@@ -23,7 +23,7 @@ import math
 import urllib.error
 import urllib.request
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -35,11 +35,14 @@ __all__ = [
     "Window",
     "histogram_quantile",
     "increase",
+    "increases",
     "meshed_pods",
     "parse_metrics",
     "scrape",
     "scrape_all",
     "service_stats",
+    "summed",
+    "traffic_stats",
 ]
 
 ADMIN_PORT = 15020
@@ -106,6 +109,23 @@ def increase(before: float, after: float) -> float:
     return after - before if after >= before else after
 
 
+def increases(before: Mapping[Series, float], after: Mapping[Series, float]) -> dict[Series, float]:
+    """How much each series of one pod grew between two scrapes.
+
+    A series missing from ``before`` was 0 then: the proxy creates a series at its first request.
+    Series that did not grow stay, at 0: a histogram bucket that did not grow still bounds
+    the buckets above it when a quantile is interpolated.
+    """
+    return {key: increase(before.get(key, 0.0), value) for key, value in after.items()}
+
+
+def summed(into: dict[Series, float], more: Mapping[Series, float]) -> dict[Series, float]:
+    """``into`` with ``more`` added series by series (``into`` is updated and returned)."""
+    for key, value in more.items():
+        into[key] = into.get(key, 0.0) + value
+    return into
+
+
 def parse_metrics(text: str, reporter: str | None = None) -> dict[Series, float]:
     """The request counts and duration buckets in a scrape, as ``reporter`` reported them (None: both)."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -156,12 +176,30 @@ def service_stats(deltas: dict[Series, float], seconds: float) -> list[ServiceSt
                 counts[1] += value
         else:
             buckets.append((float(extra), value))
-    out = []
-    for (svc, name, ns), ((total, errors), buckets) in sorted(services.items()):
-        q = [histogram_quantile(p, buckets) for p in (0.5, 0.9, 0.99)]
-        out.append(ServiceStats(svc, name, ns, total / seconds if seconds > 0 else 0.0,
-                                (total - errors) / total if total else math.nan, *q))  # fmt: skip
-    return out
+    return [_stats(svc, name, ns, total, errors, buckets, seconds)
+            for (svc, name, ns), ((total, errors), buckets) in sorted(services.items())]  # fmt: skip
+
+
+def traffic_stats(deltas: Mapping[Series, float], seconds: float) -> ServiceStats:
+    """Rate, success and quantiles of all these series together (one pod's destination-reported ones,
+    say), whatever service they name."""
+    total = errors = 0.0
+    buckets: list[tuple[float, float]] = []
+    for (metric, _svc, _name, _ns, extra, _by), value in deltas.items():
+        if metric == _REQUESTS:
+            total += value
+            if extra.startswith("5"):
+                errors += value
+        else:
+            buckets.append((float(extra), value))
+    return _stats("", "", "", total, errors, buckets, seconds)
+
+
+def _stats(svc: str, name: str, ns: str, total: float, errors: float, buckets: list[tuple[float, float]],
+           seconds: float) -> ServiceStats:  # fmt: skip
+    q = [histogram_quantile(p, buckets) for p in (0.5, 0.9, 0.99)]
+    return ServiceStats(svc, name, ns, total / seconds if seconds > 0 else 0.0,
+                        (total - errors) / total if total else math.nan, *q)  # fmt: skip
 
 
 class Window:
@@ -179,14 +217,8 @@ class Window:
             step: dict[Series, float] = {}
             for pod, series in scrapes.items():
                 before = self.last.get(pod)
-                if before is None:
-                    continue
-                # The proxy creates a series at its first request: one missing
-                # from this pod's previous scrape was 0 then.
-                for key, value in series.items():
-                    d = increase(before.get(key, 0.0), value)
-                    if d:
-                        step[key] = step.get(key, 0.0) + d
+                if before is not None:
+                    summed(step, increases(before, series))
             self.steps.append((self.last_time, now, step))
         self.last = scrapes
         self.last_time = now
@@ -200,8 +232,7 @@ class Window:
         seconds = self.steps[-1][1] - self.steps[0][0]
         total: dict[Series, float] = {}
         for _, _, step in self.steps:
-            for key, value in step.items():
-                total[key] = total.get(key, 0.0) + value
+            summed(total, step)
         # Services seen in the latest scrape appear even with no traffic.
         for series in self.last.values():
             for key in series:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from meshwork.cli import cli
 from support.fakeproxy import API, FakeProxy, sidecar_id
+from support.node import wait_for
 from support.server import Http, ServerProcess, pod, running_server
 
 pytestmark = pytest.mark.integration
@@ -43,17 +43,6 @@ def api(server: ServerProcess) -> Iterator[Http]:
     client = server.client()
     yield client
     client.close()
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.02)
-    raise AssertionError(f"not reached in {timeout}s; last: {last!r}")
 
 
 def csr(san: str = "spiffe://cluster.local/ns/kube-system/sa/admin") -> str:
@@ -264,10 +253,10 @@ def test_a_user_root_close_to_expiry_is_warned_about(tmp_path: Path) -> None:
     with running_server(tmp_path / "data", "--ca-cert", str(cert), "--ca-key", str(key)) as srv:
         api = srv.client()
         assert api.get(BUNDLE).json["data"]["root-cert.pem"] == cert.read_text()
-        events = eventually(lambda: [
+        events = wait_for(lambda: [
             e for e in api.get("/api/v1/namespaces/istio-system/events").json["items"]
             if e["reason"] == "CACertificateExpiring"
-        ])
+        ], 30, "the CACertificateExpiring warning")
         assert {e["type"] for e in events} == {"Warning"}
         assert any("corp root" in e["message"] and "expires in 10.0 days" in e["message"] for e in events)
         assert events[0]["involvedObject"]["name"] == "istio-ca-root-cert"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -29,8 +28,7 @@ from typing import Any
 
 import pytest
 
-from support.node import Node, app_pids, is_ready, shim_pid, wait_for
-from support.server import ServerProcess, sweep_processes
+from support.node import Node, app_pids, is_ready, own_range_node, shim_pid, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -157,39 +155,6 @@ class Load:
         except FileNotFoundError:
             return []
         return [tuple(json.loads(line)) for line in lines if line.endswith("]")]  # type: ignore[misc]
-
-
-@contextlib.contextmanager
-def own_range_node(home: Path) -> Iterator[Node]:
-    """A server and a node agent with pod IPs from a random /16 of 127.0.0.0/8, so another
-    meshwork on this machine at the same time never hands out the same pod addresses."""
-    server = ServerProcess(home)
-    agent: subprocess.Popen[bytes] | None = None
-    try:
-        server.start("--no-ingress-gateway")
-        cidr = f"127.{random.randrange(128, 250)}.0.0/16"
-        with open(home / "agent.log", "ab") as log:
-            agent = subprocess.Popen([sys.executable, "-m", "meshwork", "agent", "--server", server.url,
-                                      "--token", server.token, "--name", "node-1", "--pod-cidr", cidr,
-                                      "--data-dir", str(home)],
-                                     stdout=log, stderr=log, start_new_session=True)  # fmt: skip
-        node = Node(server)
-        wait_for(lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in
-                             ((node.get("/api/v1/nodes/node-1") or {}).get("status") or {}).get("conditions") or []),
-                 30, "the node agent to join")  # fmt: skip
-        yield node
-    finally:
-        if agent is not None:
-            agent.terminate()  # it stops every pod first
-            try:
-                agent.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
-        with contextlib.suppress(Exception):
-            server.stop(timeout=30)
-        server.kill()
-        sweep_processes(home)
 
 
 @pytest.fixture(scope="module")

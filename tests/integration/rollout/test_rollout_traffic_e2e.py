@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -36,8 +35,7 @@ from typing import Any
 
 import pytest
 
-from support.node import Node, is_ready, wait_for
-from support.server import ServerProcess, sweep_processes
+from support.node import Node, is_ready, own_range_node, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -232,40 +230,6 @@ def canary_rollout(name: str, steps: list[dict[str, Any]], template: dict[str, A
                              "destinationRule": {"name": name, "canarySubsetName": "canary",
                                                  "stableSubsetName": "stable"}}},
                          "steps": steps}}}}  # fmt: skip
-
-
-@contextlib.contextmanager
-def own_range_node(home: Path) -> Iterator[Node]:
-    """A server and a node agent with pod IPs of their own: a random /16 of 127.0.0.0/8 outside the
-    range every server's first node gets, so another meshwork running on this machine at the
-    same time (another test session) never hands out the same pod addresses."""
-    server = ServerProcess(home)
-    agent: subprocess.Popen[bytes] | None = None
-    try:
-        server.start("--no-ingress-gateway")
-        cidr = f"127.{random.randrange(128, 250)}.0.0/16"
-        with open(home / "agent.log", "ab") as log:
-            agent = subprocess.Popen([sys.executable, "-m", "meshwork", "agent", "--server", server.url,
-                                      "--token", server.token, "--name", "node-1", "--pod-cidr", cidr,
-                                      "--data-dir", str(home)],
-                                     stdout=log, stderr=log, start_new_session=True)  # fmt: skip
-        node = Node(server)
-        wait_for(lambda: any(c["type"] == "Ready" and c["status"] == "True" for c in
-                             ((node.get("/api/v1/nodes/node-1") or {}).get("status") or {}).get("conditions") or []),
-                 30, "the node agent to join")  # fmt: skip
-        yield node
-    finally:
-        if agent is not None:
-            agent.terminate()  # it stops every pod first
-            try:
-                agent.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
-        with contextlib.suppress(Exception):
-            server.stop(timeout=30)
-        server.kill()
-        sweep_processes(home)
 
 
 @pytest.fixture(scope="module")

@@ -11,34 +11,7 @@ import pytest
 from meshwork.core.mesh.gateway_tls import PortTls, ServerCert, TlsServer
 from meshwork.proxy.gatewaytls import GatewayTls
 from meshwork.proxy.tls import TlsMode
-from support.pki import Leaf, Pki
-
-
-def handshake(
-    server: ssl.SSLContext, client: ssl.SSLContext, sni: str
-) -> tuple[ssl.SSLObject, ssl.SSLObject]:
-    s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
-    srv = server.wrap_bio(s_in, s_out, server_side=True)
-    cli = client.wrap_bio(c_in, c_out, server_side=False, server_hostname=sni)
-    done = {"s": False, "c": False}
-    for _ in range(20):
-        for name, obj in (("c", cli), ("s", srv)):
-            if not done[name]:
-                try:
-                    obj.do_handshake()
-                    done[name] = True
-                except ssl.SSLWantReadError:
-                    pass
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
-        if all(done.values()):
-            break
-    srv.write(
-        b"x"
-    )  # TLS 1.3: the server's verdict on a client certificate arrives with the first read
-    c_in.write(s_out.read())
-    assert cli.read(1) == b"x"
-    return srv, cli
+from support.pki import Leaf, Pki, handshake
 
 
 @pytest.fixture(scope="module")

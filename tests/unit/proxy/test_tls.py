@@ -20,7 +20,7 @@ from meshwork.proxy.tls import (
     peer_principal,
     server_context,
 )
-from support.pki import Pki, spiffe
+from support.pki import Pki, handshake, spiffe
 
 SLEEP, REVIEWS = spiffe("sleep"), spiffe("reviews")
 
@@ -28,31 +28,6 @@ SLEEP, REVIEWS = spiffe("sleep"), spiffe("reviews")
 @pytest.fixture(scope="module")
 def pki() -> Pki:
     return Pki()
-
-
-def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> tuple[ssl.SSLObject, ssl.SSLObject]:
-    """Run a whole handshake between two memory BIO pairs; raises what either side raises."""
-    s_in, s_out, c_in, c_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
-    srv = server.wrap_bio(s_in, s_out, server_side=True)
-    cli = client.wrap_bio(c_in, c_out, server_side=False)
-    done = {"s": False, "c": False}
-    for _ in range(20):
-        for name, obj in (("c", cli), ("s", srv)):
-            if not done[name]:
-                try:
-                    obj.do_handshake()
-                    done[name] = True
-                except ssl.SSLWantReadError:
-                    pass
-        s_in.write(c_out.read())
-        c_in.write(s_out.read())
-        if all(done.values()):
-            break
-    # TLS 1.3: the server's verdict on the client's certificate reaches the client with the first read.
-    srv.write(b"x")
-    c_in.write(s_out.read())
-    assert cli.read(1) == b"x"
-    return srv, cli
 
 
 def test_mutual_tls_gives_each_side_the_other_identity(pki: Pki) -> None:

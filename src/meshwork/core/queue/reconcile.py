@@ -51,8 +51,8 @@ from meshwork.core.reconcile import (
     UpdateObject,
     UpdateStatus,
 )
+from meshwork.core.reconcile.podtemplate import rfc3339
 from meshwork.core.selectors import selector_from_spec
-from meshwork.core.workflow.nodes import rfc3339
 from meshwork.model.argo_workflows import Workflow
 from meshwork.model.core import Condition
 from meshwork.model.kueue import (

@@ -31,9 +31,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 
+from meshwork.core.reconcile.podtemplate import parse_time
 from meshwork.model.argo_workflows import Workflow
 from meshwork.model.base import ObjectMeta, Quantity
 from meshwork.model.container import Container
@@ -139,12 +139,8 @@ def format_flavors(flavors: Mapping[str, str]) -> str:
 
 def timestamp_seconds(timestamp: str | None) -> float:
     """An RFC 3339 timestamp as seconds since the epoch; none (not created yet) is newest."""
-    if not timestamp:
-        return float("inf")
-    try:
-        return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return float("inf")
+    seconds = parse_time(timestamp)
+    return float("inf") if seconds is None else seconds
 
 
 def _priority(meta: ObjectMeta, class_name: str | None, explicit: int | None,

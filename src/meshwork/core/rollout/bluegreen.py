@@ -29,7 +29,6 @@ from meshwork.core.rollout.reconcile import (
     Sync,
     abort_message,
 )
-from meshwork.core.rollout.replicas import deadline_of
 from meshwork.model.argo_rollouts import BlueGreenStrategy
 
 DEFAULT_SCALE_DOWN_DELAY_S = 30  # Argo's DefaultScaleDownDelaySeconds
@@ -130,14 +129,8 @@ def sync_bluegreen(s: Sync) -> Outcome:
         s.status["blueGreen"] = {**_bg(s), "previewSelector": active_hash, "activeSelector": active_hash}
         abort_delay = strategy.abort_scale_down_delay_seconds
         abort_delay = DEFAULT_ABORT_SCALE_DOWN_DELAY_S if abort_delay is None else abort_delay
-        deadline = deadline_of(s.new)
-        if abort_delay <= 0 or (deadline is not None and deadline <= s.now):
-            s.scale(s.new, 0)
-        elif deadline is None:
-            s.scale(s.new, s.new.spec.replicas, s.now + abort_delay)
-            s.requeue(abort_delay)
-        else:
-            s.requeue(deadline - s.now)
+        if s.new is not None:
+            s.scale_down_after(s.new, abort_delay)
         for key in ("pauseConditions", "controllerPause"):
             s.status.pop(key, None)
         message = s.status.get("message") or ""

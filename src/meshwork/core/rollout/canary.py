@@ -36,7 +36,7 @@ from meshwork.core.rollout.reconcile import (
     Sync,
     abort_message,
 )
-from meshwork.core.rollout.replicas import deadline_of, pod_hash, revision_of
+from meshwork.core.rollout.replicas import pod_hash, revision_of
 from meshwork.core.rollout.traffic import label_subsets, set_managed_routes, set_weights
 from meshwork.model.argo_rollouts import CanaryStep, CanaryStrategy, SetHeaderRoute, SetMirrorRoute
 from meshwork.model.workloads import ReplicaSet
@@ -230,19 +230,7 @@ def _scale_down_old(s: Sync, keep: set[str], delay: int) -> bool:
     for rs in s.rss:
         if pod_hash(rs) in keep or rs.spec.replicas == 0:
             continue
-        if delay <= 0:
-            s.scale(rs, 0)
-            continue
-        deadline = deadline_of(rs)
-        if deadline is None:
-            s.scale(rs, rs.spec.replicas, s.now + delay)
-            s.requeue(delay)
-            done = False
-        elif deadline <= s.now:
-            s.scale(rs, 0)
-        else:
-            s.requeue(deadline - s.now)
-            done = False
+        done = s.scale_down_after(rs, delay) and done
     return done
 
 
@@ -284,14 +272,7 @@ def _abort(s: Sync, strategy: CanaryStrategy, stable: ReplicaSet | None, routed:
     delay = (strategy.abort_scale_down_delay_seconds if strategy.abort_scale_down_delay_seconds is not None
              else DEFAULT_ABORT_SCALE_DOWN_DELAY_S) if routed else 0  # fmt: skip
     if s.new is not None and s.new.spec.replicas:
-        deadline = deadline_of(s.new)
-        if delay <= 0 or (deadline is not None and deadline <= s.now):
-            s.scale(s.new, 0)
-        elif deadline is None:
-            s.scale(s.new, s.new.spec.replicas, s.now + delay)
-            s.requeue(delay)
-        else:
-            s.requeue(deadline - s.now)
+        s.scale_down_after(s.new, delay)
     _terminate_experiments(s)
     s.status.pop("pauseConditions", None)
     s.status.pop("controllerPause", None)

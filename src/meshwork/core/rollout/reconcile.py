@@ -31,6 +31,7 @@ from meshwork.core.rollout.replicas import (
     REVISION_ANNOTATION,
     Counts,
     counts,
+    deadline_of,
     new_replicaset,
     pod_hash,
     revision_of,
@@ -131,6 +132,20 @@ class Sync:
             self.event("ScalingReplicaSet", f"Scaled {verb} ReplicaSet {rs.metadata.name} "
                        f"(revision {revision_of(rs)}) from {rs.spec.replicas} to {replicas}")  # fmt: skip
         self.scales.append(UpdateObject(new))
+
+    def scale_down_after(self, rs: ReplicaSet, delay: float) -> bool:
+        """``rs`` to 0 replicas ``delay`` seconds after it was first asked (the deadline is written on
+        it, so it survives restarts); True once it is scaled down."""
+        deadline = deadline_of(rs)
+        if delay <= 0 or (deadline is not None and deadline <= self.now):
+            self.scale(rs, 0)
+            return True
+        if deadline is None:
+            self.scale(rs, rs.spec.replicas, self.now + delay)
+            self.requeue(delay)
+        else:
+            self.requeue(deadline - self.now)
+        return False
 
     def select(self, service_name: str | None, h: str) -> None:
         """Point a Service at the pods of hash ``h`` (a missing Service is reported, not fatal)."""

@@ -43,7 +43,7 @@ from meshwork.core.reconcile import (
     UpdateObject,
     UpdateStatus,
 )
-from meshwork.core.workflow.nodes import parse_time, rfc3339
+from meshwork.core.reconcile.podtemplate import parse_time, rfc3339
 from meshwork.model.argo_workflows import CronWorkflow, CronWorkflowStatus, Workflow
 from meshwork.model.base import ObjectMeta, OpenModel, OwnerReference
 

@@ -24,6 +24,7 @@ import json
 from dataclasses import dataclass, field
 from functools import partial
 
+from meshwork.core.reconcile.podtemplate import parse_time, rfc3339
 from meshwork.core.workflow.depends import (
     continues,
     dependencies,
@@ -39,8 +40,6 @@ from meshwork.core.workflow.nodes import (
     PodSeen,
     item_label,
     node_id,
-    parse_time,
-    rfc3339,
 )
 from meshwork.core.workflow.scope import (
     Scope,

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from meshwork.core.reconcile import ObjectRef, Outcome, RecordEvent, UpdateStatus
-from meshwork.core.workflow.nodes import rfc3339
+from meshwork.core.reconcile.podtemplate import rfc3339
 from meshwork.model.argo_templates import FIELD_NAME_MAX
 from meshwork.model.argo_workflows import Workflow, WorkflowStatus
 

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from meshwork.core.reconcile.podtemplate import parse_time
 from meshwork.core.workflow.engine import PodRequest, advance
-from meshwork.core.workflow.nodes import node_id, parse_time
+from meshwork.core.workflow.nodes import node_id
 
 from .sim import Outcome, Sim, echo, load, workflow
 
