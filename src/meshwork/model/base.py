@@ -20,6 +20,7 @@ Rules for every model in ``meshwork.model``:
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, ClassVar
 
@@ -70,8 +71,13 @@ _QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 LABEL_VALUE_MAX = 63  # Kubernetes: label values are at most 63 characters
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 ANNOTATIONS_MAX_BYTES = 256 * 1024  # Kubernetes: total annotation size limit
+# The name and label checks below are pure functions of one string, and the
+# same few names, label keys and values recur across thousands of objects:
+# each remembers this many answers instead of running its regexes again.
+NAME_CHECK_CACHE = 4096
 
 
+@functools.lru_cache(maxsize=NAME_CHECK_CACHE)
 def dns1123_label_error(value: str) -> str | None:
     """Why ``value`` is not a DNS-1123 label, or None when it is one."""
     if len(value) > DNS1123_LABEL_MAX:
@@ -84,6 +90,7 @@ def dns1123_label_error(value: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=NAME_CHECK_CACHE)
 def dns1123_subdomain_error(value: str) -> str | None:
     """Why ``value`` is not a DNS-1123 subdomain, or None when it is one."""
     if len(value) > DNS1123_SUBDOMAIN_MAX:
@@ -96,6 +103,7 @@ def dns1123_subdomain_error(value: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=NAME_CHECK_CACHE)
 def qualified_name_error(key: str) -> str | None:
     """Why ``key`` is not a valid label/annotation key, or None."""
     prefix, _, name = key.rpartition("/")
@@ -115,6 +123,7 @@ def qualified_name_error(key: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=NAME_CHECK_CACHE)
 def label_value_error(value: str) -> str | None:
     """Why ``value`` is not a valid label value, or None."""
     if len(value) > LABEL_VALUE_MAX:
@@ -192,6 +201,11 @@ class Resource(Model):
 
     # Filled by ``register``: the KindInfo this model is stored under.
     info: ClassVar[KindInfo]
+    # Whether a ``/status`` write may validate the new status on its own (as
+    # upstream's status strategies do) instead of the whole object: true when
+    # the kind's own model validators never read or write ``status``. None
+    # means "when the model has no model validators of its own".
+    status_validated_alone: ClassVar[bool | None] = None
 
 
 def to_wire(obj: Resource) -> dict[str, Any]:

@@ -10,6 +10,7 @@ What must not: any kind, any default, or selector *evaluation*.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
@@ -62,6 +63,11 @@ def fail_at(title: str, errors: Sequence[tuple[Loc, str, Any]]) -> None:
     raise ValidationError.from_exception_data(title, details)
 
 
+# Quantities and port names recur across objects ("100m", "64Mi", "http"): answers kept.
+VALUE_CHECK_CACHE = 4096
+
+
+@functools.lru_cache(maxsize=VALUE_CHECK_CACHE, typed=True)  # typed: True is not 1 here
 def parse_quantity(value: Quantity) -> Decimal:
     """The numeric value of a Kubernetes quantity (``"500m"`` -> 0.5, ``"1Gi"`` -> 2**30)."""
     if isinstance(value, bool):
@@ -85,6 +91,7 @@ def parse_quantity(value: Quantity) -> Decimal:
     return sign * base * _QUANTITY_SUFFIX[suffix]
 
 
+@functools.lru_cache(maxsize=VALUE_CHECK_CACHE)
 def iana_svc_name_error(name: str) -> str | None:
     """Why ``name`` is not an IANA service name (a named port), or None."""
     if len(name) > IANA_SVC_NAME_MAX:

@@ -45,7 +45,9 @@ class KindInfo:
     """
 
     __slots__ = (
+        "_api_version",
         "_model",
+        "_resource",
         "categories",
         "group",
         "has_status",
@@ -87,6 +89,9 @@ class KindInfo:
         self.categories = tuple(categories)
         self._model = model
         self.module = module or (model.__module__ if model is not None else None)
+        # Read on every request and every watch event: made once.
+        self._api_version = api_version_of(group, self.versions[0])
+        self._resource = f"{plural}.{group}" if group else plural
 
     def __repr__(self) -> str:
         return f"KindInfo({self.api_version} {self.kind})"
@@ -115,12 +120,12 @@ class KindInfo:
     @property
     def api_version(self) -> str:
         """The preferred ``apiVersion`` string: ``v1`` or ``group/version``."""
-        return api_version_of(self.group, self.versions[0])
+        return self._api_version
 
     @property
     def resource(self) -> str:
         """``plural`` for the core group, ``plural.group`` otherwise (kubectl's full name)."""
-        return f"{self.plural}.{self.group}" if self.group else self.plural
+        return self._resource
 
     def api_versions(self) -> tuple[str, ...]:
         return tuple(api_version_of(self.group, v) for v in self.versions)

@@ -595,6 +595,8 @@ class Pod(Resource):
     spec: PodSpec
     status: PodStatus | None = None
 
+    status_validated_alone = True  # _pod_defaults reads and writes only spec
+
     @model_validator(mode="after")
     def _pod_defaults(self) -> Self:
         # SetDefaults_Pod: only a Pod (not a template) gets these. A caller may

@@ -17,13 +17,13 @@ import asyncio
 import builtins
 import contextlib
 import heapq
-import json
 import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshwork.control.store import values
 from meshwork.control.store.base import EventType, Record, Store, WatchEvent
 from meshwork.errors import Gone
 
@@ -48,7 +48,7 @@ class CachedObject:
     @property
     def obj(self) -> dict[str, Any]:
         if self._obj is None:
-            self._obj = json.loads(self.record.value)
+            self._obj = values.loads(self.record.value)
         return self._obj
 
     @property

@@ -9,10 +9,8 @@ its revision to reach the cache before it returns.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,6 +18,7 @@ from meshwork.control.api import allocate, strategy
 from meshwork.control.api.cache import CachedObject, WatchCache
 from meshwork.control.api.paths import object_key
 from meshwork.control.hostnet import busy_loopback_networks
+from meshwork.control.store import values
 from meshwork.control.store.base import Record, Store
 from meshwork.core import inject
 from meshwork.core.patch import json_patch, merge_patch
@@ -31,7 +30,7 @@ from meshwork.errors import (
     NotFound,
 )
 from meshwork.model.base import REGISTRY, KindInfo, to_wire
-from meshwork.model.codec import validate_object
+from meshwork.model.codec import validate_object, validate_status
 
 PatchType = Literal["merge", "json"]
 Propagation = Literal["Background", "Foreground", "Orphan"]
@@ -53,6 +52,10 @@ def now_rfc3339() -> str:
     return _now_cache[1]
 
 
+# The first hex digit of byte 8 with the RFC 4122 variant bits (10xx) set.
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
+
+
 class _UidSource:
     """Random (version 4) UUIDs from a buffer refilled 256 at a time.
 
@@ -69,16 +72,18 @@ class _UidSource:
     def __call__(self) -> str:
         if self._pos >= len(self._buf):
             self._buf, self._pos = os.urandom(16 * self.BATCH), 0
-        raw = self._buf[self._pos : self._pos + 16]
+        pos = self._pos
         self._pos += 16
-        return str(uuid.UUID(bytes=raw, version=4))
+        # RFC 4122 §4.4: version 4 in the high nibble of byte 6, variant 10 in byte 8.
+        h = self._buf[pos : pos + 16].hex()
+        return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 new_uid = _UidSource()
 
 
 def encode(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
+    return values.dumps(obj)
 
 
 def _rv(obj: dict[str, Any]) -> int | None:
@@ -272,12 +277,29 @@ class Objects:
         if subresource == "status":
             if not info.has_status:
                 raise NotFound(f"{_display(info)} has no status subresource")
-            merged = strategy.prepare_status_update(raw, current.obj)
-            new = self.validate(info, merged, namespace, name)
+            new = self._status_write(info, raw, current.obj, namespace, name)
         else:
             new = self.validate(info, raw, namespace, name)
             new = strategy.prepare_update(info, new, current.obj)
         return await self._write(info, current, new, expected, dry_run=dry_run)
+
+    def _status_write(
+        self, info: KindInfo, raw: dict[str, Any], old: dict[str, Any], namespace: str | None, name: str
+    ) -> dict[str, Any]:
+        """The object a ``/status`` write stores: the stored one with the new status.
+
+        Only the status is validated when the kind allows it (the rest is the
+        stored object, valid when written); otherwise, or when the status is
+        invalid, the whole object is, which also words the error.
+        """
+        wire = validate_status(info, raw.get("status"))
+        if wire is None:
+            return self.validate(info, strategy.prepare_status_update(raw, old), namespace, name)
+        new = {**old, "status": wire}
+        # A fresh metadata dict: the store writes the new resourceVersion into it,
+        # and the old one belongs to the cached object. Nothing else is changed.
+        new["metadata"] = dict(old.get("metadata") or {})
+        return new
 
     async def _write(
         self,
@@ -417,7 +439,7 @@ class Objects:
             return current.record, False
         # Start (or extend) termination: deletionTimestamp set, finalizers pending.
         # Namespaces always terminate first: the server removes their content, then them.
-        new = json.loads(current.record.value)
+        new = values.loads(current.record.value)
         new_meta = new["metadata"]
         if finalizers:
             new_meta["finalizers"] = finalizers

@@ -23,6 +23,7 @@ from meshwork.control.api.objects import DeleteOptions, Objects, encode
 from meshwork.control.api.paths import DiscoveryPath, ResourcePath, parse_path
 from meshwork.control.api.status import status_bytes
 from meshwork.control.runner import Runner
+from meshwork.control.store import values
 from meshwork.control.store.base import Store
 from meshwork.core.reconcile.nodelifecycle import LifecycleConfig
 from meshwork.core.selectors import (
@@ -96,7 +97,7 @@ def _at_version(value: bytes, rp: ResourcePath, obj: dict[str, Any] | None = Non
     """
     if rp.version == rp.info.preferred_version:
         return value
-    return encode({**(obj if obj is not None else json.loads(value)), "apiVersion": rp.api_version})
+    return encode({**(obj if obj is not None else values.loads(value)), "apiVersion": rp.api_version})
 
 
 def _converted(item: CachedObject, rp: ResourcePath) -> bytes:

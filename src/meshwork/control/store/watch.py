@@ -30,13 +30,13 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import json
 import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
+from meshwork.control.store import values
 from meshwork.control.store.base import Record, WatchEvent
 from meshwork.errors import AlreadyExists, Conflict, Gone, NotFound
 
@@ -407,10 +407,6 @@ async def stop_task(task: asyncio.Task[Any] | None) -> None:
         await task
 
 
-def _dumps(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def stamp_value(obj: dict[str, Any], revision: int) -> bytes:
     """Compact JSON of ``obj`` with ``metadata.resourceVersion = str(revision)``.
 
@@ -419,12 +415,12 @@ def stamp_value(obj: dict[str, Any], revision: int) -> bytes:
     meta = obj.get("metadata", {})
     if not isinstance(meta, dict):
         raise TypeError("metadata must be a JSON object")
-    return _dumps({**obj, "metadata": {**meta, "resourceVersion": str(revision)}})
+    return values.dumps({**obj, "metadata": {**meta, "resourceVersion": str(revision)}})
 
 
 def restamp_value(value: bytes, revision: int) -> bytes:
     """A stored value re-encoded with ``metadata.resourceVersion = str(revision)``."""
-    obj = json.loads(value)
+    obj = values.loads(value)
     return stamp_value(obj, revision)
 
 
