@@ -186,6 +186,9 @@ class Agent:
         from meshwork.agent.resources import Resources
 
         self.resources = Resources(self.dir)
+        from meshwork.agent.standby import StandbyPool
+
+        self.standby = StandbyPool(self.dir / "standby")  # a warm spare proxy for the next meshed pod
         from meshwork.agent.serve import AgentEndpoint
 
         self.endpoint = AgentEndpoint(self, client.token or "")
@@ -410,6 +413,7 @@ class Agent:
                     self._spawn(self.api.confirm_pod_deleted(pod.metadata.namespace or "", pod.metadata.name or "",
                                                              uid))  # fmt: skip
                 return  # finished before this agent started: nothing to run
+            log.debug("node %s: pod %s/%s arrived", self.name, pod.metadata.namespace, pod.metadata.name)
             worker = PodWorker(self, pod)
             if pod.status is not None and pod.status.phase in ("Succeeded", "Failed"):
                 worker.phase = pod.status.phase
@@ -504,6 +508,7 @@ class Agent:
 
     async def run(self) -> None:
         self.pods_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.standby.sweep()
         await self._credentials()
         self.logs_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         loop = asyncio.get_running_loop()
@@ -533,6 +538,7 @@ class Agent:
             worker.shutdown = True
             worker.wake.set()
         await asyncio.gather(*(w.done.wait() for w in list(self.workers.values())))
+        await self.standby.close()
         self.resources.close()
         proxy.close()
         await self.endpoint.close()

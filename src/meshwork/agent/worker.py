@@ -7,6 +7,11 @@ sidecar is ready, run the probes that are due, write the status when it
 changed, and, when the pod is being deleted, stop it in the safe order. The
 decisions (restart policy and back-off, probe state, phase, conditions,
 environment) come from ``meshwork.core``; this module only acts on them.
+
+On a cold start's path: the injected proxy starts before the ServiceAccount
+token is mounted (it does not use it), as the node's warm spare when there is
+one (``agent.standby``), and says when it is ready (``agent.notify``: its
+readiness probe then runs at once instead of at its next tick).
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from typing import TYPE_CHECKING, Any
 from meshwork.agent import runtime
 from meshwork.agent.api import PODS, SERVICEACCOUNTS
 from meshwork.agent.images import REASON_NOT_FOUND
+from meshwork.agent.notify import NOTIFY_ENV, ReadyNotify
 from meshwork.agent.runtime import Instance, Process
+from meshwork.agent.standby import STANDBY_ARGV
 from meshwork.core.inject import APP_IP_ENV, SIDECAR_NAME, app_ip
 from meshwork.core.podenv import container_env, expand_command
 from meshwork.core.podstatus import pod_conditions
@@ -99,6 +106,7 @@ class Run:
     cwd: str = "/"
     logs: Any = None
     port_check_at: float | None = None
+    notify: ReadyNotify | None = None  # the proxy's "I am ready" socket (agent.notify)
 
     @property
     def ports(self) -> list[int]:
@@ -145,6 +153,7 @@ class PodWorker:
         self.done = asyncio.Event()
         self._mount_problem: str | None = None  # the last FailedMount message reported
         self.token_dir: Path | None = None  # the mounted ServiceAccount token's dir, if any
+        self._token_task: asyncio.Task[None] | None = None
 
     # -- inputs from the agent --------------------------------------------------
 
@@ -208,10 +217,22 @@ class PodWorker:
             log.info("pod %s/%s: re-adopted container %s (pid %d)", self.ns, self.name, run.spec.name, proc.pid)
             self._attach(run, proc, inst.started_at, adopted=True)
         self._write_volumes()
-        await self._mount_service_account_token()
+        # Beside the loop, not before it: the injected proxy does not use the token and starts now
+        # (on a cold start's path); every other container waits for the mount (``_drive``).
+        self._token_task = asyncio.create_task(self._mount_service_account_token(), name=f"token {self.name}")
+
+    def _token_mounted(self) -> bool:
+        return self._token_task is not None and self._token_task.done()
 
     async def _mount_service_account_token(self) -> None:
-        """The ServiceAccount token volume (see ``agent.satoken``); retried until it works, as a FailedMount."""
+        """The ServiceAccount token volume (see ``agent.satoken``); retried until it works, as a FailedMount.
+        The pod's loop looks again once it is done."""
+        try:
+            await self._mount_token()
+        finally:
+            self.wake.set()
+
+    async def _mount_token(self) -> None:
         from meshwork.agent import satoken
 
         sa_name = self.pod.spec.service_account_name or "default"
@@ -233,9 +254,7 @@ class PodWorker:
                     self.event("Warning", "FailedMount", f'MountVolume.SetUp failed for volume "{satoken.VOLUME}" : '
                                f'failed to fetch token for ServiceAccount "{sa_name}": {exc}')  # fmt: skip
                     reported = True
-                self.wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), 1.0)
+                await asyncio.sleep(1.0)
 
     def _restore_counts(self) -> None:
         """restartCount and lastState survive an agent restart through the pod's status.
@@ -339,6 +358,8 @@ class PodWorker:
         """Start ``run`` when it is not running and its policy says it may."""
         if run.running:
             return
+        if run.spec.name != SIDECAR_NAME and not self._token_mounted():
+            return  # the ServiceAccount token first; its task wakes the loop when done
         if run.retry_at is not None:
             if run.retry_at > now:
                 wakeups.append(run.retry_at)
@@ -388,19 +409,33 @@ class PodWorker:
             return
         assert argv is not None
         out, err = self.dir / f"{c.name}.out", self.dir / f"{c.name}.err"
-        runtime.make_fifo(out)
-        runtime.make_fifo(err)
-        count = self.tracker.restarted(c.name, now) if restart else self.tracker.restart_count(c.name)
-        logs = self.agent.open_logs(self.log_dir / c.name, count, out, err)
         cgroup_key = f"{self.uid}-{c.name}"
         procs = self.agent.limits_for(cgroup_key, c)
+        env = run.env
+        spare = None
+        if c.name == SIDECAR_NAME and run.kind == "sidecar":
+            notify = self._ready_notify(run)
+            if notify is not None:
+                env = {**env, NOTIFY_ENV: notify.name}
+            if tuple(argv) == STANDBY_ARGV and not procs:  # a spare proxy, its imports done (agent.standby)
+                spare = self.agent.standby.take(env)
+        if spare is not None:
+            spare.hand_over(env, run.cwd, out, err)
+        else:
+            runtime.make_fifo(out)
+            runtime.make_fifo(err)
+        count = self.tracker.restarted(c.name, now) if restart else self.tracker.restart_count(c.name)
+        logs = self.agent.open_logs(self.log_dir / c.name, count, out, err)
         if not restart:
             self._report_unenforced(c)
         exit_file = self.dir / f"{c.name}.exit"
         try:
-            pid = runtime.spawn(argv, env=run.env, cwd=run.cwd, out_fifo=out, err_fifo=err,
-                                exit_file=exit_file, cgroup_procs=procs,
-                                tag=f"{self.dir}/{c.name}")  # fmt: skip
+            if spare is not None:
+                pid, exit_file = spare.pid, spare.exit_file
+            else:
+                pid = runtime.spawn(argv, env=env, cwd=run.cwd, out_fifo=out, err_fifo=err,
+                                    exit_file=exit_file, cgroup_procs=procs,
+                                    tag=f"{self.dir}/{c.name}")  # fmt: skip
         except OSError as exc:
             self.agent.close_logs(logs)
             run.waiting = ("RunContainerError", str(exc))
@@ -411,9 +446,25 @@ class PodWorker:
                         exit_file=str(exit_file), cgroup_key=cgroup_key if procs else None)  # fmt: skip
         proc = runtime.start(self._instance_path(c.name), inst)
         run.logs = logs
+        log.debug("pod %s/%s: container %s started (pid %d%s)", self.ns, self.name, c.name, pid,
+                  ", a standby proxy" if spare is not None else "")  # fmt: skip
         self.event("Normal", "Created", f"Created container {c.name}")
         self.event("Normal", "Started", f"Started container {c.name}")
         self._attach(run, proc, now, adopted=False)
+
+    def _ready_notify(self, run: Run) -> ReadyNotify | None:
+        """The socket the injected proxy says "ready" on (it is probed at once), kept across restarts."""
+        if run.notify is None:
+            try:
+                run.notify = ReadyNotify(functools.partial(self._notified, run))
+            except OSError as exc:  # the probes alone find it Ready, as for any container
+                log.debug("pod %s/%s: no notify socket for %s: %s", self.ns, self.name, run.spec.name, exc)
+        return run.notify
+
+    def _notified(self, run: Run) -> None:
+        if run.probes is not None and run.running and not run.ready:
+            run.probes.trigger("readiness", time.time())
+            self.wake.set()
 
     def _report_unenforced(self, c: Container) -> None:
         """Say plainly, once per container, a limit this node cannot enforce (``describe`` shows it)."""
@@ -671,6 +722,8 @@ class PodWorker:
         for decision in run.probes.record(result, time.time()):
             if isinstance(decision, SetReady):
                 run.ready = decision.ready
+                log.debug("pod %s/%s: container %s %s", self.ns, self.name, run.spec.name,
+                          "ready" if decision.ready else "not ready")  # fmt: skip
             elif isinstance(decision, SetStarted):
                 run.started = decision.started
             elif isinstance(decision, KillContainer):
@@ -692,6 +745,8 @@ class PodWorker:
 
     async def _terminate(self) -> None:
         self.stopping = True
+        if self._token_task is not None:
+            self._token_task.cancel()
         meta = self.pod.metadata
         grace = float(meta.deletion_grace_period_seconds if meta.deletion_grace_period_seconds is not None
                       else self.pod.spec.termination_grace_period_seconds)  # fmt: skip
@@ -770,9 +825,15 @@ class PodWorker:
             self.event("Warning", "FailedPreStopHook", f"PreStopHook failed: {exc}")
 
     def cleanup(self) -> None:
+        if self._token_task is not None:
+            self._token_task.cancel()
         for run in self.runs.values():
             if run.proc is not None:
                 run.proc.close()
+                self.agent.standby.forget(Path(run.proc.instance.exit_file))
+            if run.notify is not None:
+                run.notify.close()
+                run.notify = None
             self.agent.drop_limits(f"{self.uid}-{run.spec.name}")
         self.agent.release_ip(self.uid)
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -927,6 +988,9 @@ class PodWorker:
             self._status_dirty.set()
             return
         self._unlink_reported(reported)
+        if log.isEnabledFor(logging.DEBUG):
+            ready = [c["type"] for c in wire["conditions"] if c.get("status") == "True"]
+            log.debug("pod %s/%s: status written: %s, %s", self.ns, self.name, self.phase, ", ".join(ready))
         self._last_status = comparable
         self._last_fingerprint = fingerprint
         del updated  # the watch brings the new object, in order with every other change

@@ -15,11 +15,10 @@ from pathlib import Path
 import click
 
 from meshwork import __version__
-from meshwork.cli.config import data_dir
-from meshwork.cli.context import Session
 
 # Each command's module is imported only when that command runs (or for --help):
-# `meshwork sidecar` and `meshwork proxy` stay small, and `get` starts fast.
+# `meshwork sidecar` and `meshwork proxy` stay small, and `get` starts fast. So is the
+# session (config file, YAML, HTTP client): an injected sidecar starts on a pod's cold path.
 COMMANDS: dict[str, tuple[str, str]] = {
     "server": ("lifecycle", "server_cmd"),
     "agent": ("agent", "agent_cmd"),
@@ -88,6 +87,9 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, data_dir_: Path | None, server: str | None, token: str | None) -> None:
     """meshwork: Kubernetes, Istio and Argo manifests, run as local processes behind a mesh."""
+    from meshwork.cli.config import data_dir
+    from meshwork.cli.context import Session
+
     ctx.obj = Session(data_dir(data_dir_), server=server, token=token)
 
 

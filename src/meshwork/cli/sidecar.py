@@ -12,7 +12,55 @@ from pathlib import Path
 
 import click
 
-__all__ = ["sidecar_cmd"]
+__all__ = ["sidecar_cmd", "standby"]
+
+
+def standby(name: str) -> None:
+    """A node agent's spare proxy (``agent.standby``): do the imports (and first-use work) a pod's
+    proxy would wait for, then wait on the abstract socket ``name`` for the environment and working
+    directory of the pod this process will serve, and take them. Exits when the agent closes first."""
+    import json
+    import socket
+
+    import meshwork.cli.config
+    import meshwork.cli.context  # the command line's session, built before any command runs
+    import meshwork.proxy.inbound
+    import meshwork.proxy.sidecar
+    import meshwork.proxy.workers  # what `meshwork sidecar` imports
+    from meshwork.proxy.workloadcert import make_csr
+
+    with contextlib.suppress(ImportError):
+        import uvloop  # noqa: F401
+    make_csr()  # OpenSSL's first use (the proxy makes its own key when it asks for its certificate)
+    _build_models()
+    data = b""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect("\0" + name[1:] if name.startswith("@") else name)
+            while chunk := sock.recv(65536):
+                data += chunk
+    except OSError:
+        sys.exit(0)
+    if not data:
+        sys.exit(0)  # the agent went away (or dropped this spare) before a pod took it
+    import time
+
+    meshwork.proxy.sidecar.HANDED_OVER_AT = time.monotonic()
+    doc = json.loads(data)
+    os.environ.clear()
+    os.environ.update({str(k): str(v) for k, v in doc["env"].items()})
+    os.chdir(doc["cwd"])
+
+
+def _build_models() -> None:
+    """Build the validators of the kinds a snapshot carries (built on first use otherwise)."""
+    from meshwork.model.istio_networking import Gateway, ServiceEntry
+    from meshwork.model.istio_routing import VirtualService
+    from meshwork.model.istio_traffic import DestinationRule
+
+    for model in (VirtualService, DestinationRule, Gateway, ServiceEntry):
+        with contextlib.suppress(Exception):
+            model.model_rebuild(force=True)
 
 
 def _ports(text: str) -> dict[int, int]:

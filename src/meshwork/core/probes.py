@@ -33,11 +33,13 @@ Simplification: ticks are anchored at the container's start rather than at
 the moment the kubelet created its worker (the pod's admission).
 
 Difference: until a container is first Ready, a network readiness probe also
-runs between its regular ticks during its first period: 25 ms after the
-initial delay, then at gaps doubling up to 100 ms (``FAST_READINESS_*``);
-those failures record no event. A started app is Ready within tens of milliseconds instead of
-up to a period later (the kubelet's first probe often lands before the app
-listens, and the next one a whole period after).
+runs between its regular ticks during its first period (at least its first
+``FAST_READINESS_WINDOW_S``): 10 ms after the initial delay, then at gaps
+doubling up to 50 ms (``FAST_READINESS_*``); those failures record no event.
+A started app is Ready within tens of milliseconds instead of up to a period
+later (the kubelet's first probe often lands before the app listens, and the
+next one a whole period after). ``trigger`` runs a probe at once, off the grid:
+the agent calls it when a container says it is ready (``agent.notify``).
 """
 
 from __future__ import annotations
@@ -227,11 +229,14 @@ Decision = SetReady | SetStarted | KillContainer | ContainerEvent
 
 # Until a container is first Ready, its network readiness probe (httpGet, tcpSocket, grpc;
 # not exec, which costs a process) also runs between its regular ticks during its first
-# period, after these gaps (doubling up to the cap): an app that is up is Ready in a few tens of milliseconds
+# period (at least FAST_READINESS_WINDOW_S), after these gaps (doubling up to the cap): an app that is up is Ready in a few tens of milliseconds
 # instead of up to a whole period later (what a cold start waits for; Knative's
 # queue-proxy probes the same way). Failures there record no event: the regular ticks do.
-FAST_READINESS_FIRST_S = 0.025
-FAST_READINESS_MAX_S = 0.1  # the gap stops growing here; after one period the regular ticks alone remain
+FAST_READINESS_FIRST_S = 0.01
+FAST_READINESS_MAX_S = 0.05  # the gap stops growing here: a refused loopback connect is cheap next to a start
+# Probing between ticks lasts one period, and at least this long: a start slowed by a busy
+# machine past a short period (1 s) would otherwise wait for the next tick.
+FAST_READINESS_WINDOW_S = 3.0
 
 
 @dataclass(slots=True)
@@ -284,7 +289,7 @@ class ProbeTracker:
                         and spec.period_seconds > FAST_READINESS_FIRST_S):  # fmt: skip
                     w.fast_gap = FAST_READINESS_FIRST_S
                     w.fast_next = started_at + (spec.initial_delay_seconds or 0)
-                    w.fast_end = w.fast_next + spec.period_seconds
+                    w.fast_end = w.fast_next + max(float(spec.period_seconds), FAST_READINESS_WINDOW_S)
         self.started = "startup" not in self._workers
         # Without a readiness probe a started container is ready at once.
         self.ready = self.started and "readiness" not in self._workers
@@ -335,6 +340,13 @@ class ProbeTracker:
                 w.fast_gap = min(w.fast_gap * 2, FAST_READINESS_MAX_S, float(w.spec.period_seconds))
             out.append(RunProbe(name, w.kind, w.target, float(w.spec.timeout_seconds)))
         return out
+
+    def trigger(self, name: ProbeType, now: float) -> None:
+        """Run probe ``name`` at its next ``due`` (after the one in flight, if any), off the tick
+        grid, as the kubelet's manual trigger does; nothing for a probe the container lacks."""
+        w = self._workers.get(name)
+        if w is not None and not self.on_hold:
+            w.triggered_at = now
 
     def next_wakeup(self) -> float | None:
         """When ``due`` next has something to return (None: only after a result arrives)."""

@@ -30,6 +30,8 @@ import logging
 import os
 import random
 import re
+import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +99,58 @@ RECONNECT_MAX_S = 5.0
 MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 
 
+def process_age() -> float:
+    """Seconds since this process started (``/proc/self/stat``, clock-tick resolution); 0.0 off Linux."""
+    try:
+        with open("/proc/self/stat", "rb") as f:
+            stat = f.read()
+        with open("/proc/uptime", "rb") as f:
+            uptime = float(f.read().split()[0])
+        ticks = int(stat[stat.rfind(b")") + 2:].split()[19])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def notify_ready(env: Mapping[str, str] = os.environ) -> bool:
+    """Tell the node agent this proxy is ready (systemd's sd_notify ``READY=1`` to ``$NOTIFY_SOCKET``,
+    an abstract address ``@name``): it probes at once instead of at its next probe. False when there is
+    no socket or nobody listens; never raises (the agent's probes find the proxy Ready all the same)."""
+    name = env.get("NOTIFY_SOCKET")
+    if not name:
+        return False
+    address = "\0" + name[1:] if name.startswith("@") else name
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.setblocking(False)
+            sock.sendto(b"READY=1", address)
+    except OSError:
+        return False
+    return True
+
+
+# A spare proxy (agent.standby) sets this when its pod takes it: its start counts from then.
+HANDED_OVER_AT: float | None = None
+
+
+class Startup:
+    """When this proxy's start passed each step, for one log line once it is first Ready."""
+
+    def __init__(self) -> None:
+        now = time.monotonic()
+        # The process's start on the monotonic clock, or the moment a pod took this spare.
+        self.origin = HANDED_OVER_AT if HANDED_OVER_AT is not None else now - process_age()
+        self.since = "taken from standby" if HANDED_OVER_AT is not None else "the process started"
+        self.marks: dict[str, float] = {"imported": now}
+        self.reported = False
+
+    def mark(self, step: str) -> None:
+        self.marks.setdefault(step, time.monotonic())
+
+    def summary(self) -> str:
+        return ", ".join(f"{step} +{(at - self.origin) * 1000:.0f} ms" for step, at in self.marks.items())
+
+
 @dataclass
 class SidecarOptions:
     server: str
@@ -143,6 +197,7 @@ class _Stream:
 class Sidecar:
     def __init__(self, options: SidecarOptions) -> None:
         self.options = options
+        self.startup = Startup()
         url = urlsplit(options.server)
         self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
         self.version = ""
@@ -204,6 +259,7 @@ class Sidecar:
             except ValueError as exc:
                 return str(exc)
             tls = await self._outbound_tls(raw)
+            self.startup.mark("certificate")
             decider = MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time, tracing=self.tracing,
                                   plugins=plugins, tls=tls)  # fmt: skip
             self.decider = decider
@@ -214,6 +270,12 @@ class Sidecar:
         self._learn_peers(raw)
         self.applied.set()
         self.admin.mark_ready()
+        if not self.startup.reported:
+            self.startup.reported = True
+            self.startup.mark("ready")
+            notify_ready()
+            log.info("proxy %s: ready (since %s: %s)", self.options.proxy_id, self.startup.since,
+                     self.startup.summary())  # fmt: skip
         return left_out
 
     def _learn_peers(self, raw: dict[str, Any]) -> None:
@@ -498,6 +560,7 @@ class Sidecar:
                 while (line := await stream.lines.get()) is not None:
                     if parser.get_status_code() != 200:
                         raise ConnectionError(f"config stream answered {parser.get_status_code()}: {line[:200]!r}")
+                    self.startup.mark("first config")
                     raw = json.loads(line)
                     error = await self.apply(raw)
                     self.last_error = error
