@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed
 .PHONY: install demo test test-fast bench lint clean
 
 install: $(STAMP)
+	@$(BIN)/python -m meshwork.accelbuild
 
 # Re-install only when the package metadata changed; an existing venv is reused.
 $(STAMP): pyproject.toml
@@ -18,9 +19,12 @@ $(STAMP): pyproject.toml
 demo: install
 	@$(BIN)/python examples/demo/run.py
 
-# The whole suite: lint, then unit, contract, integration and fault tests.
+# The whole suite: lint, then unit, contract, integration and fault tests, with the
+# compiled hot path (meshwork._accel); then the proxy's own tests again as pure Python,
+# which is what runs where mypyc is not installed.
 test: install lint
 	@$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	@MESHWORK_PURE=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit/proxy tests/unit/core/test_http1*.py tests/integration/proxy tests/fuzz
 
 # Unit tests only: no sockets, no processes.
 test-fast: install
@@ -28,7 +32,7 @@ test-fast: install
 
 bench: install
 	@scripts/need-deb etcd-server wrk haproxy nginx-light
-	@$(BIN)/python -m bench
+	@$(BIN)/python -m bench $(BENCH)
 
 lint: install
 	@$(BIN)/ruff check src tests bench

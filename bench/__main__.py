@@ -1,16 +1,34 @@
-"""``make bench``: every benchmark, each printing its figures beside a same-run reference."""
+"""``make bench``: every benchmark, each printing its figures beside a same-run reference.
+
+``python -m bench`` runs every ``bench/*_bench.py``; ``python -m bench api proxy``
+(or ``make bench BENCH="api proxy"``) runs the named ones only.
+"""
 
 import runpy
 import sys
 from pathlib import Path
 
-BENCHES = ["bench.api_bench", "bench.store_bench", "bench.scheduler_bench", "bench.agent_bench", "bench.proxy_bench", "bench.gateway_bench", "bench.mesh_bench", "bench.plugin_bench", "bench.telemetry_bench", "bench.tls_bench"]
+HERE = Path(__file__).parent
+
+
+def discover() -> list[str]:
+    return sorted(p.stem.removesuffix("_bench") for p in HERE.glob("*_bench.py"))
+
+
+def main(argv: list[str]) -> int:
+    known = discover()
+    chosen = argv or known
+    unknown = [name for name in chosen if name not in known]
+    if unknown:
+        print(f"unknown bench {', '.join(unknown)}; choose from: {' '.join(known)}", file=sys.stderr)
+        return 2
+    for name in chosen:
+        module = f"bench.{name}_bench"
+        print(f"\n## {module}\n", flush=True)
+        sys.argv = [module]
+        runpy.run_module(module, run_name="__main__")
+    return 0
+
 
 if __name__ == "__main__":
-    for name in BENCHES:
-        path = Path(__file__).parent / (name.split(".")[1] + ".py")
-        if not path.exists():
-            continue
-        print(f"\n## {name}\n", flush=True)
-        sys.argv = [name]
-        runpy.run_module(name, run_name="__main__")
+    sys.exit(main(sys.argv[1:]))

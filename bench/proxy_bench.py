@@ -5,10 +5,12 @@ Run: ``python -m bench.proxy_bench [--rounds N] [--duration S] [--quick]
 leaves out direct and nginx and takes half the time). It runs the harness at
 ``<repo>/../shared/bench/proxybench`` with 3 nginx backends, 64 connections,
 the small body, pinned (``--pin proxy=0,wrk=1,backends=1``: the proxy alone on
-core 0), and the targets direct, haproxy, nginx and ours under the venv's
-interpreter; then ours again under Debian's ``/usr/bin/python3`` (a PGO/LTO
-build) with the venv's packages on its path, when it can import them (same
-CPython minor version), and says so when it cannot.
+core 0), and the targets direct, haproxy, nginx and ours: ``meshwork`` (routing,
+round-robin load balancing and Istio's metrics on, the hot path compiled with
+mypyc when ``make install`` built it: see ``meshwork._accel``) and
+``meshwork-pure`` (the same code interpreted, ``MESHWORK_PURE=1``). With
+``--debian``, the pure proxy again under Debian's ``/usr/bin/python3`` (a
+PGO/LTO build) with the venv's packages on its path.
 
 Quote the ``x haproxy`` column (same-run ratios), not absolute req/s.
 Needs wrk, haproxy and nginx (``make bench`` installs them as root).
@@ -22,16 +24,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+from meshwork import _accel
+
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT.parent / "shared" / "bench" / "proxybench"
 SYSTEM_PYTHON = "/usr/bin/python3"
 PIN = "proxy=0,wrk=1,backends=1"
 
 
-def ours(python: str, name: str) -> str:
+def ours(python: str, name: str, env: str = "") -> str:
+    """Our proxy as a harness target: routing, round-robin load balancing and Istio's metrics on."""
     return (
-        f"{name}=cmd:{python} -m meshwork proxy --listen 127.0.0.1:{{listen_port}}"
-        " --upstream {upstreams} --workers {workers}"
+        f"{name}=cmd:{env}{python} -m meshwork proxy --listen 127.0.0.1:{{listen_port}}"
+        " --upstream {upstreams} --workers {workers} --metrics 127.0.0.1:0"
     )
 
 
@@ -68,6 +73,8 @@ def main() -> int:
                     help="the proxy's port (backends use the next ones); move it when another run holds it")
     ap.add_argument("--refs", default="direct,haproxy,nginx",
                     help="comma list of reference targets to run beside ours (haproxy is the ratio's base)")
+    ap.add_argument("--debian", action="store_true",
+                    help="also run the pure proxy under Debian's /usr/bin/python3 (a PGO/LTO build)")
     args = ap.parse_args()
     if not HARNESS.exists():
         print(f"proxy bench skipped: the harness {HARNESS} is absent")
@@ -81,15 +88,20 @@ def main() -> int:
     refs = [r for r in args.refs.split(",") if r]
     if "haproxy" not in refs:
         refs.append("haproxy")  # the x-haproxy column needs it
+    compiled = _accel.compiled_files(_accel.build_dir()) is not None
     targets = [*refs, ours(sys.executable, "meshwork")]
-    why_not = system_python_can_run()
+    if compiled:
+        targets.append(ours(sys.executable, "meshwork-pure", env="env MESHWORK_PURE=1 "))
+    why_not = system_python_can_run() if args.debian else "not asked for (--debian)"
     if why_not is None:
         targets.append(
-            ours(f"env PYTHONPATH={system_pythonpath()} {SYSTEM_PYTHON}", "meshwork-debian-python")
+            ours(f"env PYTHONPATH={system_pythonpath()} {SYSTEM_PYTHON}", "meshwork-pure-debian-python")
         )
     cmd = [sys.executable, str(HARNESS), "--pin", PIN, "-r", str(rounds), "-d", str(duration),
            "--base-port", str(args.base_port), *targets]
-    print(f"interpreter for 'meshwork': {sys.executable} ({sys.version.split()[0]})", flush=True)
+    print(f"interpreter for 'meshwork': {sys.executable} ({sys.version.split()[0]}); hot path "
+          + ("compiled with mypyc (meshwork._accel); 'meshwork-pure' is the same code interpreted"
+             if compiled else "pure Python (no mypyc build for these sources: run make install)"), flush=True)
     if why_not is not None:
         print(f"not run under Debian's python: {why_not}", flush=True)
     return subprocess.run(cmd, cwd=ROOT, check=False).returncode

@@ -65,6 +65,10 @@ class LazyGroup(click.Group):
         return command
 
 
+# Commands that never talk to the API as a client: no session (config file, YAML, HTTP client).
+_NO_SESSION = frozenset(("proxy", "sidecar"))
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data-dir",
@@ -87,6 +91,8 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, data_dir_: Path | None, server: str | None, token: str | None) -> None:
     """meshwork: Kubernetes, Istio and Argo manifests, run as local processes behind a mesh."""
+    if ctx.invoked_subcommand in _NO_SESSION:
+        return  # they read no client config: their processes stay small (RSS, start time)
     from meshwork.cli.config import data_dir
     from meshwork.cli.context import Session
 

@@ -351,7 +351,10 @@ def delete_cmd(
 @reports_errors
 def version_cmd() -> None:
     """Print the client version and, if the server answers, the server's."""
+    from meshwork import _accel
+
     click.echo(f"Client Version: v{__version__}")
+    hot_path = f"Proxy Hot Path: {'compiled (mypyc)' if _accel.active() else 'pure Python'}"
     try:
         info = session().client().version()
     except (ServerUnreachable, MeshworkError) as exc:
@@ -361,5 +364,7 @@ def version_cmd() -> None:
             else str(exc)
         )
         error(f"Server Version: unknown ({reason}; start it with `meshwork up -d`)")
+        click.echo(hot_path)
         return
     click.echo(f"Server Version: {info.get('gitVersion', 'unknown')}")
+    click.echo(hot_path)

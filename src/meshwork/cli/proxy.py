@@ -49,6 +49,9 @@ def _host_port(value: str) -> tuple[str, int]:
 @click.option("--idle-timeout", type=float, default=3600.0, show_default=True,
               help="Close idle client connections after this many seconds.")
 @click.option("--connect-timeout", type=float, default=10.0, show_default=True)
+@click.option("--metrics", "metrics", default=None, metavar="HOST:PORT",
+              help="Count every request (Istio's standard metrics) and serve them at "
+                   "http://HOST:PORT/stats/prometheus (PORT 0: any free port, printed); off by default.")
 def proxy_cmd(
     listen: str,
     upstream: str,
@@ -61,6 +64,7 @@ def proxy_cmd(
     retries: int,
     idle_timeout: float,
     connect_timeout: float,
+    metrics: str | None,
 ) -> None:
     """Run the proxy in front of UPSTREAMs, without the control plane."""
     from dataclasses import replace
@@ -75,6 +79,7 @@ def proxy_cmd(
     )
 
     host, port = _host_port(listen)
+    metrics_at = _host_port(metrics) if metrics is not None else None
     try:
         endpoints = parse_endpoints(upstream)
     except ValueError as exc:
@@ -95,10 +100,23 @@ def proxy_cmd(
             return
         log = srv.AccessLog.open(access_log) if access_log else None
         decider = StaticDecider(cluster, timeout=timeout, retries=policy if retries else None)
-        proxy = srv.HttpProxy(decider, access_log=log, idle_timeout=idle_timeout)
+        admin = None
+        observer = None
+        if metrics_at is not None:
+            from meshwork.proxy.admin import AdminServer
+            from meshwork.proxy.telemetry import MeshMetrics
+
+            mesh_metrics = MeshMetrics()
+            observer = mesh_metrics.observer("source")
+            admin = AdminServer(mesh_metrics, ready=True)
+            bound = await admin.start(*metrics_at)
+            print(f"metrics at http://{metrics_at[0]}:{bound}/stats/prometheus", flush=True)
+        proxy = srv.HttpProxy(decider, observer=observer, access_log=log, idle_timeout=idle_timeout)
         await proxy.start(sock=sock)
         await stop.wait()
         await proxy.close(grace=2.0)
+        if admin is not None:
+            await admin.close()
 
     scheme = "tcp" if mode == "tcp" else "http"
 

@@ -22,6 +22,7 @@ to say precisely what was wrong.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from meshwork.errors import RemoteProtocolError
 
@@ -29,31 +30,31 @@ from meshwork.errors import RemoteProtocolError
 
 # Envoy's default max_request_headers_kb is 60; the whole head (request line
 # and fields) must fit in it, else 431.
-MAX_HEAD_BYTES = 60 * 1024
+MAX_HEAD_BYTES: Final = 60 * 1024
 # Envoy's default max_headers_count.
-MAX_HEADERS = 100
+MAX_HEADERS: Final = 100
 # Twice nginx's and Apache's 8 KiB request-line buffer, so long Kubernetes
 # label/field selectors fit; longer request lines get 414.
-MAX_REQUEST_LINE = 16 * 1024
+MAX_REQUEST_LINE: Final = 16 * 1024
 # Go's net/http caps a chunk-size line (size plus extensions) at 4096 bytes.
-MAX_CHUNK_LINE = 4096
+MAX_CHUNK_LINE: Final = 4096
 # Total chunk-extension bytes allowed in one message: nobody needs extensions,
 # and an unbounded amount of them costs CPU with no body to show for it
 # (Kestrel CVE-2025-55315, aiohttp threat model 1.10).
-MAX_CHUNK_EXT_TOTAL = 16 * 1024
+MAX_CHUNK_EXT_TOTAL: Final = 16 * 1024
 # The trailer section obeys the same caps as a head (it is a field section too).
-MAX_TRAILER_BYTES = MAX_HEAD_BYTES
+MAX_TRAILER_BYTES: Final = MAX_HEAD_BYTES
 # Content-Length longer than 19 digits cannot fit a signed 64-bit length.
-MAX_CONTENT_LENGTH_DIGITS = 19
+MAX_CONTENT_LENGTH_DIGITS: Final = 19
 # Chunk sizes longer than 16 hex digits overflow 64 bits.
-MAX_CHUNK_SIZE_DIGITS = 16
+MAX_CHUNK_SIZE_DIGITS: Final = 16
 # Empty lines (bare CRLF) skipped before a request line: RFC 9112 §2.2 says a
 # server SHOULD ignore "at least one"; old clients add one after a POST body.
-MAX_LEADING_EMPTY_LINES = 2
+MAX_LEADING_EMPTY_LINES: Final = 2
 
 # Methods llhttp knows in request mode; an upper-case token outside this set is
 # 501 (RFC 9110 §9.1), anything else in the method position is 400.
-KNOWN_METHODS = frozenset(
+KNOWN_METHODS: Final = frozenset(
     b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE PATCH COPY LOCK MKCOL MOVE "
     b"PROPFIND PROPPATCH SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY "
     b"CHECKOUT MERGE M-SEARCH NOTIFY SUBSCRIBE UNSUBSCRIBE PURGE MKCALENDAR LINK "
@@ -61,57 +62,57 @@ KNOWN_METHODS = frozenset(
 )
 # Methods that must not carry content (RFC 9110 §9.3.1/9.3.2/9.3.8 give it no
 # meaning; RELIABILITY.md §1 row 16 chooses 400). CONNECT is handled apart.
-NO_BODY_METHODS = frozenset((b"GET", b"HEAD", b"TRACE"))
+NO_BODY_METHODS: Final = frozenset((b"GET", b"HEAD", b"TRACE"))
 # Trailer fields that would change framing or routing if anyone merged them.
-FORBIDDEN_TRAILERS = frozenset((b"content-length", b"transfer-encoding", b"host"))
+FORBIDDEN_TRAILERS: Final = frozenset((b"content-length", b"transfer-encoding", b"host"))
 
 # --- Grammar (RFC 9110 §5.6.2, RFC 9112 §3, §5) -------------------------------
 
-_TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+_TCHAR: Final = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
 # Field names: tchar minus "_" (RELIABILITY.md row 7, Envoy's
 # headers_with_underscores_action: REJECT_REQUEST).
-_NAME_CHAR = rb"!#$%&'*+\-.^`|~0-9A-Za-z"
+_NAME_CHAR: Final = rb"!#$%&'*+\-.^`|~0-9A-Za-z"
 # Field values: VCHAR, obs-text, SP and HTAB; never CR, LF, NUL or other CTLs.
-_VALUE_CHAR = rb"\t\x20-\x7e\x80-\xff"
-_UPPER_TCHAR = rb"!#$%&'*+\-.^_`|~0-9A-Z"
+_VALUE_CHAR: Final = rb"\t\x20-\x7e\x80-\xff"
+_UPPER_TCHAR: Final = rb"!#$%&'*+\-.^_`|~0-9A-Z"
 
 # One pass over a whole head. Every quantifier stops at a byte the next token
 # cannot start with, so matching is linear in the head length.
-_HEAD = re.compile(
+_HEAD: Final = re.compile(
     rb"([" + _TCHAR + rb"]+) ([\x21-\x7e]+) HTTP/1\.([01])\r\n"
     rb"(?:[" + _NAME_CHAR + rb"]+:[" + _VALUE_CHAR + rb"]*\r\n)*\r\n"
 )
 # A field section alone (trailers): the same field grammar.
-_FIELDS = re.compile(rb"(?:[" + _NAME_CHAR + rb"]+:[" + _VALUE_CHAR + rb"]*\r\n)*\r\n")
+_FIELDS: Final = re.compile(rb"(?:[" + _NAME_CHAR + rb"]+:[" + _VALUE_CHAR + rb"]*\r\n)*\r\n")
 # The headers that decide framing, routing and connection handling, found in a
 # lower-cased copy of a validated head (so ``name:`` is exact: no whitespace can
 # precede the colon once ``_HEAD`` matched).
-_SPECIAL = re.compile(
+_SPECIAL: Final = re.compile(
     rb"\r\n(content-length|transfer-encoding|host|connection|expect|upgrade):([^\r\n]*)"
 )
 # Splits a validated field section into (name, value) pairs; values still carry
 # any trailing OWS, which ``split_fields`` strips only when there is some.
-_FIELD = re.compile(rb"([^:\r\n]+):[ \t]*([^\r\n]*)\r\n")
-_TRAILING_WS = re.compile(rb"[ \t]\r\n")
-_DIGITS = re.compile(rb"[0-9]+")
-_TOKEN = re.compile(rb"[" + _TCHAR + rb"]+")
-_NAME = re.compile(rb"[" + _NAME_CHAR + rb"]+")
-_VALUE = re.compile(rb"[" + _VALUE_CHAR + rb"]*")
+_FIELD: Final = re.compile(rb"([^:\r\n]+):[ \t]*([^\r\n]*)\r\n")
+_TRAILING_WS: Final = re.compile(rb"[ \t]\r\n")
+_DIGITS: Final = re.compile(rb"[0-9]+")
+_TOKEN: Final = re.compile(rb"[" + _TCHAR + rb"]+")
+_NAME: Final = re.compile(rb"[" + _NAME_CHAR + rb"]+")
+_VALUE: Final = re.compile(rb"[" + _VALUE_CHAR + rb"]*")
 # Host = uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal
 # or a reg-name / IPv4 address; no userinfo, at most five port digits.
-_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?")
-_AUTHORITY = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+):[0-9]{1,5}")
-_ABSOLUTE_FORM = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://[\x21-\x7e]*")
+_HOST: Final = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]{0,5})?")
+_AUTHORITY: Final = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+):[0-9]{1,5}")
+_ABSOLUTE_FORM: Final = re.compile(rb"[A-Za-z][A-Za-z0-9+.\-]*://[\x21-\x7e]*")
 # chunk = chunk-size [ chunk-ext ] CRLF (RFC 9112 §7.1). No BWS around ";" or
 # "=" (llhttp refuses it too), quoted-string values allowed.
-_CHUNK_LINE = re.compile(
+_CHUNK_LINE: Final = re.compile(
     rb"([0-9A-Fa-f]+)"
     rb"((?:;[" + _TCHAR + rb"]+(?:=(?:[" + _TCHAR + rb"]+"
     rb"|\"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*\"))?)*)"
 )
 # A CR not followed by LF, or an LF not preceded by CR.
-_BARE_CR_LF = re.compile(rb"\r(?!\n)|(?<!\r)\n")
-_VERSION = re.compile(rb"HTTP/([0-9])\.([0-9])")
+_BARE_CR_LF: Final = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+_VERSION: Final = re.compile(rb"HTTP/([0-9])\.([0-9])")
 
 
 def _reject(msg: str, status: int = 400) -> RemoteProtocolError:
@@ -129,9 +130,9 @@ Head = tuple[
 # Host values (as they appear after the colon, lower-cased) already found
 # valid, mapped to their OWS-stripped form; a proxy sees the same few again
 # and again.
-_HOST_CACHE: dict[bytes, bytes] = {}
-_HOST_CACHE_MAX = 1024  # entries; cleared when full, so memory stays bounded
-_HOST_CACHE_ENTRY_MAX = 300  # bytes: a DNS name (253) plus a port; longer ones are not kept
+_HOST_CACHE: Final[dict[bytes, bytes]] = {}
+_HOST_CACHE_MAX: Final = 1024  # entries; cleared when full, so memory stays bounded
+_HOST_CACHE_ENTRY_MAX: Final = 300  # bytes: a DNS name (253) plus a port; longer ones are not kept
 
 
 def check_head(head: bytes, max_body: int | None) -> Head:
@@ -260,7 +261,7 @@ def check_head(head: bytes, max_body: int | None) -> Head:
     )
 
 
-_UPPER_TOKEN = re.compile(rb"[" + _UPPER_TCHAR + rb"]+")
+_UPPER_TOKEN: Final = re.compile(rb"[" + _UPPER_TCHAR + rb"]+")
 
 
 def _check_target(method: bytes, target: bytes) -> None:

@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import logging
 import random
+from typing import Final
+
+from mypy_extensions import mypyc_attr
 
 from meshwork.proxy.local import HTTP, NO_HEALTHY_UPSTREAM, RESET_BEFORE_HEADERS, LocalReplies
 from meshwork.proxy.mirror import Shadow
@@ -26,13 +29,14 @@ from meshwork.proxy.upstream import OVERFLOW, Pool, UpstreamConnection
 
 __all__ = ["IDEMPOTENT", "Attempts"]
 
-log = logging.getLogger("meshwork.proxy")
+log: Final = logging.getLogger("meshwork.proxy")
 
 # RFC 9110 §9.2.2: methods a retry cannot make worse.
-IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
-_HTTP = HTTP
+IDEMPOTENT: Final = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
+_HTTP: Final = HTTP
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # a base of HttpProxyConnection (meshwork._accel)
 class Attempts(LocalReplies):
     """Endpoint picks, upstream connections and retries for the request in flight."""
 

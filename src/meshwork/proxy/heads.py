@@ -18,6 +18,7 @@ What must not live here: I/O, framing decisions, routing.
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from meshwork.core.http1 import Request, format_response_head
 from meshwork.core.http1_checks import split_fields
@@ -28,30 +29,30 @@ __all__ = ["cut_hop", "local_reply", "request_head", "response_head"]
 # Hop-by-hop fields a proxy must not forward (RFC 9110 §7.6.1). Expect is ours
 # to answer (Envoy's default: strip it and send 100 Continue itself). Heads are
 # validated, so a field name is followed directly by ":".
-_REQ_HOP = re.compile(
+_REQ_HOP: Final = re.compile(
     rb"\r\n(?:connection|keep-alive|proxy-connection|te|upgrade|expect|http2-settings):[^\r\n]*",
     re.I,
 )
-_REQ_HOP_UPGRADE = re.compile(
+_REQ_HOP_UPGRADE: Final = re.compile(
     rb"\r\n(?:connection|keep-alive|proxy-connection|te|expect|http2-settings):[^\r\n]*", re.I
 )
-_RESP_HOP = re.compile(rb"\r\n(?:connection|keep-alive|proxy-connection|upgrade):[^\r\n]*", re.I)
-_RESP_HOP_101 = re.compile(rb"\r\n(?:connection|keep-alive|proxy-connection):[^\r\n]*", re.I)
-_CONNECTION = re.compile(rb"\r\nconnection:([^\r\n]*)", re.I)
+_RESP_HOP: Final = re.compile(rb"\r\n(?:connection|keep-alive|proxy-connection|upgrade):[^\r\n]*", re.I)
+_RESP_HOP_101: Final = re.compile(rb"\r\n(?:connection|keep-alive|proxy-connection):[^\r\n]*", re.I)
+_CONNECTION: Final = re.compile(rb"\r\nconnection:([^\r\n]*)", re.I)
 # A Connection header that may name fields to drop: anything but a lone
 # close / keep-alive / upgrade (the usual values, checked in C).
-_NOMINATES = re.compile(
+_NOMINATES: Final = re.compile(
     rb"\r\nconnection:[ \t]*+(?!(?:close|keep-alive|upgrade)[ \t]*\r\n)[^\r\n]", re.I
 )
 # Connection options that are not field names (RFC 9112 §9.3, §9.6; RFC 9110 §7.8).
-_OPTIONS = frozenset((b"close", b"keep-alive", b"upgrade"))
+_OPTIONS: Final = frozenset((b"close", b"keep-alive", b"upgrade"))
 # Never removed because a Connection header names them: dropping them would
 # change framing or routing (a known smuggling trick).
-_PROTECTED = frozenset((b"host", b"content-length", b"transfer-encoding"))
+_PROTECTED: Final = frozenset((b"host", b"content-length", b"transfer-encoding"))
 
-_KEEP_ALIVE = b"Connection: keep-alive\r\n"
-_CLOSE = b"Connection: close\r\n"
-_UPGRADE = b"Connection: upgrade\r\n"
+_KEEP_ALIVE: Final = b"Connection: keep-alive\r\n"
+_CLOSE: Final = b"Connection: close\r\n"
+_UPGRADE: Final = b"Connection: upgrade\r\n"
 
 
 def _nominated(head: bytes) -> set[bytes]:
@@ -88,7 +89,7 @@ def _rebuild(
     return b"".join(parts)
 
 
-_REQ_DROP = frozenset(
+_REQ_DROP: Final = frozenset(
     (b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade", b"expect", b"http2-settings")
 )
 
@@ -179,8 +180,23 @@ def response_head(
     return head
 
 
+# Upstream heads already cut for a kept-alive HTTP/1.1 client, by the upstream's head: a
+# backend repeats its head byte for byte (only Date moves, once a second; see
+# proxy.response). The key is the whole head, so a hit is what cutting would give.
+# Bounded like the response reader's memo: emptied when full, long heads not kept.
+_CUT: Final[dict[bytes, bytes]] = {}
+_CUT_MAX: Final = 256
+_CUT_HEAD_MAX: Final = 1024
+
+
 def cut_hop(head: bytes, hop: list[bytes], close: bool, http10_keep_alive: bool) -> bytes:
     """``response_head`` for the usual case, positionally: no edits, no upgrade, ``hop`` known."""
+    plain = not close and not http10_keep_alive
+    if plain:
+        cut = _CUT.get(head)
+        if cut is not None:
+            return cut
+    key = head
     if head[7] == 48:  # "HTTP/1.0"
         head = b"HTTP/1.1" + head[8:]
     for line in hop:
@@ -189,6 +205,10 @@ def cut_hop(head: bytes, hop: list[bytes], close: bool, http10_keep_alive: bool)
         return head[:-2] + _CLOSE + b"\r\n"
     if http10_keep_alive:
         return head[:-2] + _KEEP_ALIVE + b"\r\n"
+    if len(key) <= _CUT_HEAD_MAX:
+        if len(_CUT) >= _CUT_MAX:
+            _CUT.clear()
+        _CUT[key] = head
     return head
 
 

@@ -36,7 +36,9 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from typing import Final, cast
+
+from mypy_extensions import mypyc_attr
 
 from meshwork.core import http1
 from meshwork.errors import RemoteProtocolError
@@ -52,21 +54,23 @@ __all__ = ["HttpProxyConnection"]
 # Request bodies up to this size are kept for a retry; larger or chunked
 # bodies are streamed only (Envoy's per_request_buffer_limit_bytes is 16 KiB
 # by default; 64 KiB covers typical JSON posts).
-MAX_RETRY_BODY = 64 * 1024
+MAX_RETRY_BODY: Final = 64 * 1024
 
-_EMPTY: frozenset[Endpoint] = frozenset()
+_EMPTY: Final[frozenset[Endpoint]] = frozenset()
 # The body log of a request without a body: shared, never appended to.
-_NO_BODY: list[bytes] = []
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_Request = http1.Request
-_Data = http1.Data
-_EOM = http1.EndOfMessage
-_NEED_DATA = http1.NEED_DATA
-_PAUSED = http1.PAUSED
-_HTTP = HTTP
-_TUNNEL = TUNNEL
-_CLOSED = CLOSED
+_NO_BODY: Final[list[bytes]] = []
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_Request: Final = http1.Request
+_Data: Final = http1.Data
+_EOM: Final = http1.EndOfMessage
+_NEED_DATA: Final = http1.NEED_DATA
+_PAUSED: Final = http1.PAUSED
+_HTTP: Final = HTTP
+_TUNNEL: Final = TUNNEL
+_CLOSED: Final = CLOSED
 
+# Compiled by mypyc (meshwork._accel); tests substitute a subclass (HttpProxy.connection_class).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class HttpProxyConnection(Attempts, asyncio.Protocol):
     """One client connection: parse, plan, forward, answer, repeat.
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
+
+from mypy_extensions import mypyc_attr
 
 from meshwork.core import http1
 from meshwork.proxy.heads import local_reply
@@ -45,30 +47,31 @@ if TYPE_CHECKING:
 
 __all__ = ["LINGER_SECONDS", "MAX_PENDING", "LocalReplies"]
 
-log = logging.getLogger("meshwork.proxy")
+log: Final = logging.getLogger("meshwork.proxy")
 
 # After refusing a request, read and drop for this long before closing so the
 # client reads our answer rather than a reset (Apache's lingering close).
-LINGER_SECONDS = 2.0
+LINGER_SECONDS: Final = 2.0
 # Bytes held for an upstream that is still connecting, or pipelined behind a
 # request in flight, before we stop reading the client (uvicorn's high water).
-MAX_PENDING = 64 * 1024
+MAX_PENDING: Final = 64 * 1024
 
 # Envoy's local reply bodies, so habits (and scripts) from Istio carry over.
-RESET_BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers. reset reason: "
-NO_HEALTHY_UPSTREAM = b"no healthy upstream"
-UPSTREAM_TIMEOUT = b"upstream request timeout"
+RESET_BEFORE_HEADERS: Final = "upstream connect error or disconnect/reset before headers. reset reason: "
+NO_HEALTHY_UPSTREAM: Final = b"no healthy upstream"
+UPSTREAM_TIMEOUT: Final = b"upstream request timeout"
 
 # Connection modes.
-HTTP = 0
-TUNNEL = 1  # after a 101: bytes spliced both ways
-LINGER = 2  # refused: dropping input until closed
-CLOSED = 3
+HTTP: Final = 0
+TUNNEL: Final = 1  # after a 101: bytes spliced both ways
+LINGER: Final = 2  # refused: dropping input until closed
+CLOSED: Final = 3
 
-_EMPTY: frozenset[Endpoint] = frozenset()
-_NOBODY = Downstream("")
+_EMPTY: Final[frozenset[Endpoint]] = frozenset()
+_NOBODY: Final = Downstream("")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # a base of HttpProxyConnection (meshwork._accel)
 class LocalReplies:
     """The connection state, and everything that answers or closes without an upstream."""
 

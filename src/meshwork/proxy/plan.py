@@ -20,7 +20,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from meshwork.core.http1 import Request
 
@@ -149,7 +149,7 @@ class PoolLimits:
     idle_timeout: float = 3600.0
 
 
-DEFAULT_LIMITS = PoolLimits()
+DEFAULT_LIMITS: Final = PoolLimits()
 
 
 class Cluster(Protocol):

@@ -20,43 +20,44 @@ What must not live here: sockets, writes, header edits (``heads``).
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from meshwork.core.http1_checks import MAX_CHUNK_LINE, MAX_HEAD_BYTES, check_chunk_line
 from meshwork.errors import RemoteProtocolError
 
 __all__ = ["ResponseReader"]
 
-_NAME = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
-_VALUE = rb"\t\x20-\x7e\x80-\xff"
+_NAME: Final = rb"!#$%&'*+\-.^_`|~0-9A-Za-z"
+_VALUE: Final = rb"\t\x20-\x7e\x80-\xff"
 # status-line = HTTP-version SP status-code SP [ reason-phrase ] (RFC 9112 §4),
 # then field lines; one C-level pass over the whole head.
-_HEAD = re.compile(
+_HEAD: Final = re.compile(
     rb"HTTP/1\.([01]) ([1-9][0-9][0-9]) [\t\x20-\x7e\x80-\xff]*\r\n"
     rb"(?:[" + _NAME + rb"]+:[" + _VALUE + rb"]*\r\n)*\r\n"
 )
 # Some servers omit the SP after the code when there is no reason phrase.
-_HEAD_NO_REASON = re.compile(
+_HEAD_NO_REASON: Final = re.compile(
     rb"HTTP/1\.([01]) ([1-9][0-9][0-9])\r\n(?:[" + _NAME + rb"]+:[" + _VALUE + rb"]*\r\n)*\r\n"
 )
 # The fields that decide framing, and the hop-by-hop ones (RFC 9110 §7.6.1):
 # one case-insensitive pass captures each whole line, so the engine can cut
 # the hop-by-hop lines out without scanning the head again.
-_SPECIAL = re.compile(
+_SPECIAL: Final = re.compile(
     rb"(\r\n(content-length|transfer-encoding|connection|keep-alive|proxy-connection|upgrade)"
     rb":[ \t]*([^\r\n]*))",
     re.I,
 )
 # The usual spellings, lower-cased without a call.
-_NAMES = {
+_NAMES: Final = {
     n: n.lower()
     for n in (b"Content-Length", b"content-length", b"Transfer-Encoding", b"transfer-encoding",
               b"Connection", b"connection", b"Keep-Alive", b"keep-alive")
 }
 # Connection options that are not field names (RFC 9112 §9.3, §9.6), and
 # fields a Connection header may not make disappear (framing, routing).
-_NOT_NOMINATED = frozenset((b"", b"close", b"keep-alive", b"upgrade", b"host", b"content-length",
+_NOT_NOMINATED: Final = frozenset((b"", b"close", b"keep-alive", b"upgrade", b"host", b"content-length",
                             b"transfer-encoding"))
-_DIGITS = re.compile(rb"[0-9]{1,19}")
+_DIGITS: Final = re.compile(rb"[0-9]{1,19}")
 
 # Response heads that passed every check, with what _framing made of them: a
 # backend repeats the same head byte for byte (only Date moves, once a second),
@@ -64,19 +65,19 @@ _DIGITS = re.compile(rb"[0-9]{1,19}")
 # second. The key is the whole head, so a hit is exactly the result a fresh
 # parse would give; only responses to plain requests (not HEAD, no upgrade).
 # Bounded: emptied when full; heads above 1 KiB are not kept.
-MAX_REMEMBERED_HEADS = 256
-MAX_REMEMBERED_HEAD = 1024
-_FRAMINGS: dict[bytes, tuple[int, list[bytes] | None, bool, int, int]] = {}
+MAX_REMEMBERED_HEADS: Final = 256
+MAX_REMEMBERED_HEAD: Final = 1024
+_FRAMINGS: Final[dict[bytes, tuple[int, list[bytes] | None, bool, int, int]]] = {}
 
 # Framing states.
-_HEAD_STATE = 0
-_LENGTH = 1
-_CLOSE_DELIMITED = 2
-_CHUNK_SIZE = 3
-_CHUNK_DATA = 4
-_CHUNK_CRLF = 5
-_TRAILERS = 6
-_DONE = 7
+_HEAD_STATE: Final = 0
+_LENGTH: Final = 1
+_CLOSE_DELIMITED: Final = 2
+_CHUNK_SIZE: Final = 3
+_CHUNK_DATA: Final = 4
+_CHUNK_CRLF: Final = 5
+_TRAILERS: Final = 6
+_DONE: Final = 7
 
 
 def _bad(msg: str) -> RemoteProtocolError:

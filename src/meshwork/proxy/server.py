@@ -28,7 +28,9 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Coroutine
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Final
+
+from mypy_extensions import mypyc_attr
 
 from meshwork.proxy.observe import ConnectionInfo, Observer, Observers, RequestInfo
 from meshwork.proxy.plan import Cluster, Decider, Downstream
@@ -43,17 +45,17 @@ if TYPE_CHECKING:
 
 __all__ = ["AccessLog", "HttpProxy", "listen_socket", "run", "run_workers"]
 
-log = logging.getLogger("meshwork.proxy")
+log: Final = logging.getLogger("meshwork.proxy")
 
 # How often the sweep checks deadlines: timeouts fire at most this late.
-SWEEP_SECONDS = 0.05
+SWEEP_SECONDS: Final = 0.05
 # Envoy's default idle_timeout for downstream connections is 1 h.
-IDLE_TIMEOUT = 3600.0
+IDLE_TIMEOUT: Final = 3600.0
 # A request head must arrive within this long (slowloris); Envoy leaves it
 # unset by default, the control plane's httpd uses 30 s.
-HEADERS_TIMEOUT = 60.0
+HEADERS_TIMEOUT: Final = 60.0
 # Listen backlog: like haproxy's and nginx's defaults on Linux (somaxconn).
-BACKLOG = 4096
+BACKLOG: Final = 4096
 
 
 class AccessLog:
@@ -86,6 +88,7 @@ class AccessLog:
         pass
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled (meshwork._accel); tests subclass it
 class HttpProxy:
     """An HTTP/1.1 proxy listener set, driven by ``decider``."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Literal
+from typing import Final, Literal
 
 from meshwork.core.http1 import Request
 from meshwork.proxy.plan import (
@@ -38,14 +38,14 @@ __all__ = [
 ]
 
 LbPolicy = Literal["round_robin", "least_request", "random"]
-LB_POLICIES: tuple[LbPolicy, ...] = ("round_robin", "least_request", "random")
+LB_POLICIES: Final[tuple[LbPolicy, ...]] = ("round_robin", "least_request", "random")
 
 # Istio's default (no VirtualService retries): 2 retries on
 # "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 # with retriable status 503, and retries go to other hosts (previous_hosts).
 # refused-stream, unavailable and cancelled are HTTP/2 and gRPC conditions that
 # HTTP/1.1 upstreams cannot produce.
-RETRIABLE_STATUS_CODES = frozenset((503,))
+RETRIABLE_STATUS_CODES: Final = frozenset((503,))
 
 
 def istio_default_retry_on(outcome: Outcome) -> bool:
@@ -55,7 +55,7 @@ def istio_default_retry_on(outcome: Outcome) -> bool:
     return outcome is ErrorKind.CONNECT_FAILURE
 
 
-ISTIO_DEFAULT_RETRIES = RetryPolicy(
+ISTIO_DEFAULT_RETRIES: Final = RetryPolicy(
     attempts=2, retry_on=istio_default_retry_on, retriable_statuses=RETRIABLE_STATUS_CODES
 )
 

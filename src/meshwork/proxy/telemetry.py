@@ -30,7 +30,7 @@ import time
 from bisect import bisect_left as _bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, Literal
+from typing import IO, Final, Literal
 
 from meshwork.proxy.observe import ConnectionInfo, RequestInfo
 
@@ -50,17 +50,17 @@ __all__ = [
 
 # Envoy's default histogram buckets, which Istio's proxies use for all three
 # distributions (duration in ms, request and response sizes in bytes).
-BUCKETS: tuple[float, ...] = (
+BUCKETS: Final[tuple[float, ...]] = (
     0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
     30000, 60000, 300000, 600000, 1800000, 3600000,
 )  # fmt: skip
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-UNKNOWN = "unknown"
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+UNKNOWN: Final = "unknown"
 
 Reporter = Literal["source", "destination"]
 
 # Istio's standard labels, in the order its proxies print them.
-LABELS: tuple[str, ...] = (
+LABELS: Final[tuple[str, ...]] = (
     "reporter",
     "source_workload",
     "source_workload_namespace",
@@ -83,7 +83,7 @@ LABELS: tuple[str, ...] = (
     "grpc_response_status",
     "connection_security_policy",
 )
-_N = len(BUCKETS) + 1  # the last slot is +Inf
+_N: Final = len(BUCKETS) + 1  # the last slot is +Inf
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +119,7 @@ class Peer:
         )
 
 
-UNKNOWN_PEER = Peer()
+UNKNOWN_PEER: Final = Peer()
 
 
 def _peer_of_principal(peer: Peer, principal: str) -> Peer:
@@ -186,21 +186,21 @@ def _num(value: float) -> str:
     return repr(float(value))
 
 
-_LE = (*(_num(b) for b in BUCKETS), "+Inf")
+_LE: Final = (*(_num(b) for b in BUCKETS), "+Inf")
 
 
 # Raw counts for one key live in one flat list (fewest operations per request):
 # [count, duration sum (ms), request bytes sum, response bytes sum,
 #  duration buckets..., request-size buckets..., response-size buckets...],
 # buckets non-cumulative, the last of each group being +Inf.
-_DUR = 4
-_REQ = _DUR + _N
-_RESP = _REQ + _N
-_WIDTH = _RESP + _N
+_DUR: Final = 4
+_REQ: Final = _DUR + _N
+_RESP: Final = _REQ + _N
+_WIDTH: Final = _RESP + _N
 # bisect over floats for durations; over ints for sizes (int comparisons are
 # about twice as fast, and for an integer n, n <= 0.5 exactly when n <= 0).
-_FLOAT_BOUNDS = tuple(float(b) for b in BUCKETS)
-_INT_BOUNDS = tuple(int(b) for b in BUCKETS)
+_FLOAT_BOUNDS: Final = tuple(float(b) for b in BUCKETS)
+_INT_BOUNDS: Final = tuple(int(b) for b in BUCKETS)
 
 
 def _merge(into: list[float], add: list[float]) -> None:
@@ -226,7 +226,7 @@ class _Tcp:
 # (``cluster.local/ns/foo/sa/sleep``; None: not mutual TLS); outbound, the identities the
 # server's certificate was verified against (a frozenset, its hash cached; None: plaintext).
 # ``_UNSEEN``: the engine did not say (a record made without connection info, and TCP).
-_UNSEEN = "-"
+_UNSEEN: Final = "-"
 _Ident = str | frozenset[str] | None
 _Key = tuple[str, str, int, str, _Ident]
 
@@ -432,12 +432,12 @@ def _histogram(out: list[str], name: str, help_: str, rows: Iterable[tuple[str, 
 # --- Access log -----------------------------------------------------------------------
 
 # Records held before a write; a write also happens every FLUSH_SECONDS.
-ACCESS_LOG_BATCH = 256
-FLUSH_SECONDS = 0.5
+ACCESS_LOG_BATCH: Final = 256
+FLUSH_SECONDS: Final = 0.5
 
 
-_LOGGED_HEADERS = {b"x-forwarded-for": "x_forwarded_for", b"user-agent": "user_agent", b"x-request-id": "request_id"}
-_second: list[object] = [-1, ""]  # the last formatted second (timestamps repeat within one)
+_LOGGED_HEADERS: Final = {b"x-forwarded-for": "x_forwarded_for", b"user-agent": "user_agent", b"x-request-id": "request_id"}
+_second: Final[list[object]] = [-1, ""]  # the last formatted second (timestamps repeat within one)
 
 
 def _stamp(t: float) -> str:

@@ -28,14 +28,14 @@ import collections
 import ipaddress
 import logging
 import ssl
-from typing import Protocol, cast
+from typing import Final, Protocol, cast
 
 from meshwork.proxy.plan import Endpoint, ErrorKind, PoolLimits
 from meshwork.proxy.tls import check_peer
 
 __all__ = ["OVERFLOW", "Owner", "Pool", "UpstreamConnection"]
 
-log = logging.getLogger(__name__)
+log: Final = logging.getLogger(__name__)
 
 
 class Owner(Protocol):
@@ -109,7 +109,7 @@ class _Overflow:
     """Sentinel: the pool is full and so is its queue (503, flag UO)."""
 
 
-OVERFLOW = _Overflow()
+OVERFLOW: Final = _Overflow()
 
 
 class Pool:

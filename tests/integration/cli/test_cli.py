@@ -371,6 +371,7 @@ def test_version_reports_both_sides(cluster: Cluster) -> None:
     assert result.exit_code == 0
     assert result.stdout.splitlines()[0].startswith("Client Version: v")
     assert result.stdout.splitlines()[1].startswith("Server Version: ")
+    assert result.stdout.splitlines()[2] in ("Proxy Hot Path: compiled (mypyc)", "Proxy Hot Path: pure Python")
 
 
 def test_a_wrong_token_is_refused_with_a_hint(cluster: Cluster) -> None:

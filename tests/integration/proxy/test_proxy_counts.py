@@ -54,10 +54,15 @@ class Counts:
         self.client_reads = self.client_writes = self.upstream_reads = self.upstream_writes = 0
 
 
-class CountingTransport:
-    """Delegates to a real transport, counting ``write`` calls."""
+class CountingTransport(asyncio.Transport):
+    """Delegates to a real transport, counting ``write`` calls.
+
+    A ``Transport`` subclass, so that the compiled proxy (``meshwork._accel``),
+    which checks attribute types at run time, takes it as the real thing.
+    """
 
     def __init__(self, inner: asyncio.Transport, counts: Counts, side: str) -> None:
+        super().__init__()
         self._inner = inner
         self._counts = counts
         self._side = side
@@ -71,6 +76,22 @@ class CountingTransport:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+def _delegate(name: str) -> Any:
+    def method(self: CountingTransport, *args: Any) -> Any:
+        return getattr(self._inner, name)(*args)
+
+    return method
+
+
+# Everything else a Transport offers goes to the real one (the base class only raises).
+for _name in (
+    "abort", "can_write_eof", "close", "get_extra_info", "get_protocol", "get_write_buffer_size",
+    "is_closing", "is_reading", "pause_reading", "resume_reading", "set_protocol",
+    "set_write_buffer_limits", "write_eof", "writelines",
+):
+    setattr(CountingTransport, _name, _delegate(_name))
 
 
 def counting_connection(counts: Counts) -> type[HttpProxyConnection]:

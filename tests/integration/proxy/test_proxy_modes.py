@@ -1,11 +1,13 @@
-"""The proxy's other modes: a TCP splice, and several workers sharing one port."""
+"""The proxy's other modes: a TCP splice, several workers sharing one port, metrics."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -85,3 +87,23 @@ def test_two_workers_share_the_port_and_stop_with_the_parent(procs: Procs) -> No
               for w in workers) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(Path(f"/proc/{w}").exists() for w in workers)
+
+
+def test_metrics_count_every_request_by_status_and_upstream(procs: Procs) -> None:
+    backends = [procs.backend(f"m{i}") for i in range(2)]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
+    proxy = procs.proxy([b.port for b in backends], "--metrics", f"127.0.0.1:{metrics_port}", access_log=False)
+    for _ in range(6):
+        assert get(proxy.port, "/hello").status == 200
+    assert get(proxy.port, "/status/404").status == 404
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/stats/prometheus", timeout=10).read().decode()
+    counts: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if line.startswith("istio_requests_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            key = (labels["response_code"], labels["destination_service"])
+            counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    assert sum(v for (code, _), v in counts.items() if code == "200") == 6, text
+    assert sum(v for (code, _), v in counts.items() if code == "404") == 1, text

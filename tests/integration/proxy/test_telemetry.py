@@ -11,7 +11,6 @@ access-log point, with the same ``RequestInfo`` fields.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import threading
 import time
@@ -27,7 +26,7 @@ from proxytools import HANG_GUARD, Procs, connect, read_reply
 
 from meshwork.httpd import HttpServer, Request, Response
 from meshwork.proxy.admin import AdminServer
-from meshwork.proxy.observe import Observer, Observers, RequestInfo
+from meshwork.proxy.observe import Observer, Observers
 from meshwork.proxy.plan import Endpoint
 from meshwork.proxy.server import HttpProxy
 from meshwork.proxy.static import StaticCluster, StaticDecider
@@ -66,27 +65,8 @@ def loop() -> Iterator[LoopThread]:
 
 
 def _hooked_proxy(decider: StaticDecider, observer: Observer) -> HttpProxy:
-    """An HttpProxy reporting to ``observer``: through the engine's hook when it has one."""
-    if "observer" in inspect.signature(HttpProxy.__init__).parameters:
-        return HttpProxy(decider, observer=observer)  # type: ignore[call-arg]
-
-    class Reporting(HttpProxy):
-        def record(self, conn: Any) -> None:
-            req, plan = conn.req, conn.plan
-            if req is None:
-                return
-            now = self.loop.time()
-            observer.request_done(RequestInfo(
-                req.method, req.host or b"", req.target, conn.status, conn.flags,
-                plan.route if plan is not None else "", plan.cluster.name if plan is not None else "",
-                conn.endpoint.key if conn.endpoint is not None and conn.attempts else "",
-                conn.started, now - conn.started, conn.received - len(req.head), conn.sent,
-                reason=conn.reason, source=conn.source, attempts=conn.attempts, request=req,
-            ))  # fmt: skip
-
-    proxy = Reporting(decider)
-    proxy.log_requests = True  # the engine then times each exchange and calls record()
-    return proxy
+    """An HttpProxy reporting every finished request to ``observer``."""
+    return HttpProxy(decider, observer=observer)
 
 
 def _get(port: int, target: str) -> int:
