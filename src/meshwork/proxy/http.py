@@ -365,15 +365,22 @@ class HttpProxyConnection(Attempts, asyncio.Protocol):
             or self.server.closing
         )
         self.close_after = close
+        edits = plan.response_headers
+        on_response = plan.on_response
+        if on_response is not None:  # ProxyPlugins' response hooks (proxy.plugins)
+            try:
+                edits = on_response(status, head)
+            except Exception:
+                log.exception("the response hook failed on %r", req.target)
         hop = reader.hop
-        if hop is not None and plan.response_headers is None and not reader.upgraded:
+        if hop is not None and edits is None and not reader.upgraded:
             return cut_hop(head, hop, close, req.http_version == b"1.0")
         return response_head(
             head,
             close=close and not reader.upgraded,
             http10_keep_alive=req.http_version == b"1.0",
             upgraded=reader.upgraded,
-            edits=plan.response_headers,
+            edits=edits,
             hop=reader.hop,
         )
 

@@ -21,6 +21,12 @@ Which TLS each endpoint gets (auto mTLS, DestinationRule ``tls``) is asked of
 an ``EndpointTls`` (``proxy.meshtls.OutboundMtls``, one per snapshot); a
 change of its ``key`` rebuilds the clusters' endpoints.
 
+ProxyPlugins (``proxy.plugins``) selected for this proxy run here: their
+``on_request`` before routing, their ``pick`` through ``_Picked`` (a cluster
+wrapper built only when a plugin has one), their ``on_response`` through the
+plan's ``on_response`` (set only when a plugin has one). With no plugin the
+plan is the same as without the feature.
+
 What must not: routing policy (``core.mesh``), sockets or the event loop.
 Time comes from ``clock`` (the engine's loop clock), randomness from one
 ``random.Random`` per proxy.
@@ -51,7 +57,14 @@ from meshwork.core.mesh.route import (
 from meshwork.proxy import plan
 from meshwork.proxy.inbound import INBOUND_PORT, INBOUND_PORT_HEADER
 from meshwork.proxy.observe import ConnectionInfo, RequestInfo
-from meshwork.proxy.plugins import Plugin, PluginRequest, run_request
+from meshwork.proxy.plugins import (
+    Plugin,
+    PluginRequest,
+    ResponseHooks,
+    request_fields,
+    run_pick,
+    run_request,
+)
 from meshwork.proxy.tracing import Span, Tracer
 
 UNBOUNDED_CONNECTIONS = 1024  # a local process cannot use Istio's 2^32-1
@@ -168,6 +181,18 @@ class ClusterState:
         else:
             self.outlier.set_endpoints(self.endpoints)
 
+    def candidates(self, exclude: frozenset[plan.Endpoint]) -> tuple[Endpoint, ...]:
+        """The endpoints neither ejected by outlier detection (panic mode aside) nor in ``exclude``."""
+        unavailable = self.outlier.unavailable(self.clock()) if self.outlier is not None else frozenset()
+        keys = self._keys
+        tried = {keys.get(e, e.key) for e in exclude}
+        return tuple(ep for ep in self.lb.endpoints if ep.key not in unavailable and ep.key not in tried)
+
+    def take(self, ep: Endpoint) -> plan.Endpoint:
+        """Start a request on ``ep`` (one of ``candidates``), chosen by someone other than the balancer."""
+        self.lb.request_started(ep.key)
+        return self.endpoints.get(ep.key) or plan.Endpoint(ep.address, ep.port)
+
     def pick(self, exclude: frozenset[plan.Endpoint], hashed: HashInput | None = None) -> plan.Endpoint | None:
         now = self.clock()
         unavailable = self.outlier.unavailable(now) if self.outlier is not None else frozenset()
@@ -200,6 +225,30 @@ class _Bound:
 
     def pick(self, exclude: frozenset[plan.Endpoint]) -> plan.Endpoint | None:
         return self.state.pick(exclude, self.hashed)
+
+    def release(self, endpoint: plan.Endpoint, outcome: plan.Outcome) -> None:
+        self.state.release(endpoint, outcome)
+
+
+class _Picked:
+    """A cluster whose endpoints ProxyPlugins' ``pick`` hooks choose first, the balancer after."""
+
+    __slots__ = ("hashed", "limits", "name", "pickers", "request", "state")
+
+    def __init__(
+        self, state: ClusterState, hashed: HashInput | None, pickers: list[Plugin], request: PluginRequest
+    ) -> None:
+        self.state, self.hashed, self.pickers, self.request = state, hashed, pickers, request
+        self.name, self.limits = state.name, state.limits
+
+    def pick(self, exclude: frozenset[plan.Endpoint]) -> plan.Endpoint | None:
+        state = self.state
+        offered = state.candidates(exclude)
+        if offered:  # none untried and healthy: the balancer decides (it may reuse a tried one)
+            chosen = run_pick(self.pickers, self.request, offered)
+            if chosen is not None:
+                return state.take(chosen)
+        return state.pick(exclude, self.hashed)
 
     def release(self, endpoint: plan.Endpoint, outcome: plan.Outcome) -> None:
         self.state.release(endpoint, outcome)
@@ -284,6 +333,9 @@ class MeshDecider:
         self.table = table
         self.tracing = tracing
         self.plugins = plugins or []
+        self.pickers = [p for p in self.plugins if p.pick is not None]
+        # Envoy runs a chain's encoders in reverse: the first plugin on the request sees the response last.
+        self.responders = [p for p in reversed(self.plugins) if p.on_response is not None]
         self.rng = rng or random.Random()
         self.clock = clock
         self.listener_port = listener_port  # a gateway routes by the port it listens on
@@ -340,22 +392,33 @@ class MeshDecider:
 
     def decide(self, request: HttpRequest, downstream: plan.Downstream) -> plan.Plan:
         req = self.routing_request(request, self.listener_port)
-        added: dict[str, str] = {}
+        view: PluginRequest | None = None
         if self.plugins:
             view = PluginRequest(req.method, req.path, req.authority, req.headers, {})
             reply = run_request(self.plugins, view)
             if reply is not None:
                 return plan.DirectResponse(status=reply.status, body=reply.body, headers=reply.headers,
                                            reason=f"answered by ProxyPlugin {reply.plugin}")  # fmt: skip
-            added = view.headers_to_add
         decision = match_route(self.table, req, self.rng)
         chosen = self.plan_for(decision, req, request, downstream.address)
-        if type(chosen) is not plan.Forward or (not added and self.tracing is None):
+        if type(chosen) is not plan.Forward or (view is None and self.tracing is None):
             return chosen
-        extra = tuple((k.lower().encode(), str(v).encode()) for k, v in added.items())
+        extra = request_fields(view.headers_to_add) if view is not None else ()
         if self.tracing is not None:
             extra += self.tracing.headers_for(request, req)
-        return dataclasses.replace(chosen, request_headers=_with_set(chosen.request_headers, extra))
+        headers = _with_set(chosen.request_headers, extra) if extra else chosen.request_headers
+        if view is None:
+            return dataclasses.replace(chosen, request_headers=headers)
+        cluster = chosen.cluster
+        if self.pickers:
+            if type(cluster) is ClusterState and cluster.spec.lb.policy != "PASSTHROUGH":
+                cluster = _Picked(cluster, None, self.pickers, view)
+            elif type(cluster) is _Bound:
+                cluster = _Picked(cluster.state, cluster.hashed, self.pickers, view)
+        on_response = ResponseHooks(self.responders, view, chosen.response_headers) if self.responders else None
+        if not extra and cluster is chosen.cluster and on_response is None:
+            return chosen
+        return dataclasses.replace(chosen, request_headers=headers, cluster=cluster, on_response=on_response)
 
     def plan_for(self, d: RouteDecision, req: Request, raw: HttpRequest, source: str) -> plan.Plan:
         route = d.route.name if d.route is not None else ""

@@ -250,6 +250,10 @@ class Forward:
     delay: float | None = None
     mirror: tuple[Cluster, float] | None = None
     hold: Hold | None = None  # wait for this before the first pick (proxy.activator)
+    # Called once with the upstream's final status and raw head, before the head goes to the
+    # client: returns the edits to apply INSTEAD of ``response_headers`` (which it includes).
+    # None (the usual case): ``response_headers`` apply and nothing is called.
+    on_response: Callable[[int, bytes], HeaderEdits | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,48 @@
 """ProxyPlugins: Python modules run inside the proxy for each request (meshwork.io/v1alpha1).
 
 What lives here: choosing the plugins that select this proxy (``selected``),
-loading their modules once (a module name, or a path to a ``.py`` file),
-and ``run_request``, which calls each plugin's ``on_request`` in priority
-order. A hook may answer the request itself (return ``(status, body)`` or
-``(status, body, headers)``) or add headers for the upstream
-(``request.headers_to_add``). A plugin that fails to load makes the config
-a NACK; a hook that raises answers 500 with the plugin named, and never
-takes the proxy down.
+loading their modules once (a module name, or a path to a ``.py`` file), and
+running their three hooks, in the spirit of Envoy's Lua filter
+(``envoy_on_request`` / ``envoy_on_response``) and its load-balancer extensions:
+
+* ``on_request(request)``, in priority order (highest first). It may answer
+  the request itself (return ``(status, body)`` or ``(status, body, headers)``)
+  or add headers for the upstream (``request.headers_to_add``). A hook that
+  raises, or adds a header that is not a valid field, answers 500 naming the
+  plugin.
+* ``on_response(request, response)`` (``run_response``), for a response from
+  the upstream, before its head goes to the client. Hooks run in the reverse
+  order, as Envoy runs a filter chain's encoders: the plugin that saw the
+  request first sees the response last, so its edits win. ``response`` has
+  ``status``, ``headers`` (lower-cased names, the route's own edits applied)
+  and ``config``; a hook edits what the client gets with
+  ``response.headers_to_set`` / ``headers_to_add`` (name -> value) and
+  ``headers_to_remove`` (names), applied after the route's
+  ``headers.response``, in Istio's order (remove, set, add). A hook that
+  raises or names an invalid or framing field (content-length,
+  transfer-encoding, connection...) is skipped: its edits are dropped, the
+  other hooks' stay, and the response goes through. The upstream has already
+  acted on the request, so its answer is not hidden behind a 500 for an
+  extension's mistake. The proxy's own answers (no healthy upstream,
+  timeouts, a plugin's answer) do not pass through ``on_response``.
+* ``pick(request, endpoints)`` (``run_pick``), at each attempt (retries
+  included) to a cluster of the mesh: ``endpoints`` is a tuple of the
+  cluster's endpoints that are neither ejected by outlier detection nor
+  already tried by this request (``meshwork.core.mesh.lb.Endpoint``:
+  ``address``, ``port``, ``labels``, ``name`` = the pod). The hook returns one
+  of them, or None to leave the choice to the next picker and finally to the
+  DestinationRule's balancer. A picker that raises or returns anything not in
+  the tuple is skipped the same way. When no such endpoint is left the
+  balancer decides alone (it may reuse a tried endpoint, as Envoy does).
+
+Every hook failure is counted in ``FAILURES`` (by plugin and hook) and logged
+on the 1st, 2nd, 4th, 8th... time, so a hook failing on every request cannot
+flood the log. A plugin that fails to load makes the config a NACK. Nothing a
+hook does takes the proxy down.
+
+What must not live here: the engine (``proxy.http`` calls the response hook
+through ``plan.Forward.on_response``), routing or balancing policy
+(``proxy.mesh`` wraps its clusters with the pickers).
 """
 
 from __future__ import annotations
@@ -15,12 +50,47 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-from collections.abc import Callable, Mapping
+import logging
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, Final
 
+from meshwork.core.http1_checks import split_fields
+from meshwork.core.mesh.lb import Endpoint
+from meshwork.proxy.plan import HeaderEdits
+
+__all__ = [
+    "FAILURES",
+    "Plugin",
+    "PluginRequest",
+    "PluginResponse",
+    "Reply",
+    "ResponseHeaders",
+    "ResponseHooks",
+    "request_fields",
+    "run_pick",
+    "run_request",
+    "run_response",
+    "selected",
+]
+
+log: Final = logging.getLogger("meshwork.proxy.plugins")
 _LOADED: dict[tuple[str, str], ModuleType] = {}
+# Hook failures by "namespace/name hook" since the proxy started.
+FAILURES: Final[Counter[str]] = Counter()
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_BAD_VALUE: Final = re.compile(r"[\r\n\x00]")
+# Fields a plugin may not touch: framing and hop-by-hop (RFC 9110 §7.6.1, RFC 9112 §6);
+# an edit to them could desynchronise the connection (request smuggling).
+_RESERVED: Final = frozenset(
+    ("content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection",
+     "upgrade", "te", "trailer", "expect", "http2-settings")
+)  # fmt: skip
+# Hop-by-hop fields of a response: the client never gets them, so hooks do not see them.
+_HOP: Final = frozenset(("connection", "keep-alive", "proxy-connection", "upgrade", "te", "trailer"))
 
 
 @dataclass(slots=True)
@@ -35,12 +105,26 @@ class PluginRequest:
     headers_to_add: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class PluginResponse:
+    """What ``on_response`` sees of the upstream's response, and the edits it asks for."""
+
+    status: int
+    headers: Mapping[str, str]
+    config: Mapping[str, Any] = field(default_factory=dict)
+    headers_to_set: dict[str, str] = field(default_factory=dict)
+    headers_to_add: dict[str, str] = field(default_factory=dict)
+    headers_to_remove: list[str] = field(default_factory=list)
+
+
 @dataclass(frozen=True, slots=True)
 class Plugin:
     name: str  # namespace/name of the ProxyPlugin
     on_request: Callable[[PluginRequest], Any] | None
     config: Mapping[str, Any]
     priority: int = 0
+    on_response: Callable[[PluginRequest, PluginResponse], Any] | None = None
+    pick: Callable[[PluginRequest, tuple[Endpoint, ...]], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +157,11 @@ def _load(module: str) -> ModuleType:
     return importlib.import_module(module)
 
 
+def _hook(module: ModuleType, name: str) -> Any:
+    found = getattr(module, name, None)
+    return found if callable(found) else None
+
+
 def selected(raw_plugins: list[dict[str, Any]], labels: Mapping[str, str]) -> list[Plugin]:
     """The plugins of the snapshot whose selector picks this proxy, loaded, highest priority first."""
     out: list[Plugin] = []
@@ -85,10 +174,34 @@ def selected(raw_plugins: list[dict[str, Any]], labels: Mapping[str, str]) -> li
             module = _load(str(spec["module"]))
         except Exception as exc:  # a NACK names the plugin and why
             raise ValueError(f"ProxyPlugin {name}: cannot load {spec.get('module')!r}: {exc}") from exc
-        hook = getattr(module, "on_request", None)
-        out.append(Plugin(name, hook if callable(hook) else None, dict(spec.get("config") or {}),
-                          int(spec.get("priority") or 0)))  # fmt: skip
+        out.append(Plugin(name, _hook(module, "on_request"), dict(spec.get("config") or {}),
+                          int(spec.get("priority") or 0), _hook(module, "on_response"),
+                          _hook(module, "pick")))  # fmt: skip
     return sorted(out, key=lambda p: -p.priority)
+
+
+def _failed(plugin: Plugin, hook: str, why: str) -> None:
+    key = f"{plugin.name} {hook}"
+    FAILURES[key] += 1
+    count = FAILURES[key]
+    if count & (count - 1) == 0:  # 1st, 2nd, 4th, 8th...
+        log.warning("ProxyPlugin %s: %s failed (%d times so far): %s", plugin.name, hook, count, why)
+
+
+def _field(name: object, value: object = "") -> tuple[bytes, bytes]:
+    """A header a hook asked for, as bytes; ValueError when it is not one a plugin may send."""
+    text = str(name).lower()
+    if not _TOKEN.match(text) or text in _RESERVED:
+        raise ValueError(f"a plugin may not edit header {text!r}")
+    data = str(value)
+    if _BAD_VALUE.search(data):
+        raise ValueError(f"header {text!r}: CR, LF or NUL in the value")
+    return text.encode(), data.encode()
+
+
+def request_fields(added: Mapping[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    """``on_request``'s ``headers_to_add`` as header fields (ValueError on a bad one)."""
+    return tuple(_field(k, v) for k, v in added.items())
 
 
 def run_request(plugins: list[Plugin], request: PluginRequest) -> Reply | None:
@@ -99,7 +212,9 @@ def run_request(plugins: list[Plugin], request: PluginRequest) -> Reply | None:
         request.config = plugin.config
         try:
             answer = plugin.on_request(request)
+            request_fields(request.headers_to_add)
         except Exception as exc:
+            _failed(plugin, "on_request", f"{type(exc).__name__}: {exc}")
             return Reply(500, f"plugin {plugin.name} failed: {type(exc).__name__}\n".encode(), (), plugin.name)
         if answer is None:
             continue
@@ -107,4 +222,141 @@ def run_request(plugins: list[Plugin], request: PluginRequest) -> Reply | None:
         headers = tuple((str(k).encode(), str(v).encode()) for k, v in (rest[0] if rest else {}).items())
         data = body.encode() if isinstance(body, str) else bytes(body)
         return Reply(int(status), data, headers, plugin.name)
+    return None
+
+
+# --- Responses ------------------------------------------------------------------------------
+
+
+class ResponseHeaders(Mapping[str, str]):
+    """A response's fields as the client would get them: lower-case names, repeats joined with ",",
+    the route's edits applied, no hop-by-hop fields. Parsed on first read: a hook that only
+    edits costs no parsing.
+    """
+
+    __slots__ = ("_fields", "_head", "_route")
+
+    def __init__(self, head: bytes, route: HeaderEdits | None) -> None:
+        self._head, self._route = head, route
+        self._fields: dict[str, str] | None = None
+
+    def _parsed(self) -> dict[str, str]:
+        found = self._fields
+        if found is not None:
+            return found
+        head, route = self._head, self._route
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in split_fields(head, head.find(b"\r\n") + 2):
+            name = raw_name.decode("latin-1").lower()
+            if name not in _HOP:
+                value = raw_value.decode("latin-1")
+                headers[name] = f"{headers[name]},{value}" if name in headers else value
+        if route is not None:
+            for raw_name in route.remove:
+                headers.pop(raw_name.decode("latin-1").lower(), None)
+            for raw_name, raw_value in route.set:
+                headers[raw_name.decode("latin-1").lower()] = raw_value.decode("latin-1")
+            for raw_name, raw_value in route.add:
+                name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+                headers[name] = f"{headers[name]},{value}" if name in headers else value
+        self._fields = headers
+        return headers
+
+    def __getitem__(self, name: str) -> str:
+        return self._parsed()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parsed())
+
+    def __len__(self) -> int:
+        return len(self._parsed())
+
+    def __repr__(self) -> str:
+        return f"ResponseHeaders({self._parsed()!r})"
+
+
+# A hook's edits as header fields: (remove, set, add).
+_Fields = tuple[tuple[bytes, ...], tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...]]
+_NO_FIELDS: Final[_Fields] = ((), (), ())
+
+
+def _fields(response: PluginResponse) -> _Fields:
+    """The edits asked for so far, validated (ValueError names the first bad one)."""
+    return (
+        tuple(_field(n)[0] for n in response.headers_to_remove),
+        tuple(_field(k, v) for k, v in response.headers_to_set.items()),
+        tuple(_field(k, v) for k, v in response.headers_to_add.items()),
+    )
+
+
+def _merge(route: HeaderEdits | None, fields: _Fields) -> HeaderEdits | None:
+    """The route's response edits, then the hooks' (which override what they name)."""
+    remove, set_, add = fields
+    if not (remove or set_ or add):
+        return route
+    if route is None:
+        return HeaderEdits(set=set_, add=add, remove=remove)
+    named = set(remove) | {n for n, _ in set_}
+    return HeaderEdits(
+        set=tuple(f for f in route.set if f[0].lower() not in named) + set_,
+        add=tuple(f for f in route.add if f[0].lower() not in named) + add,
+        remove=route.remove + remove,
+    )
+
+
+def run_response(
+    plugins: list[Plugin], request: PluginRequest, status: int, head: bytes, route: HeaderEdits | None = None
+) -> HeaderEdits | None:
+    """The response header edits for the client: ``route``'s, then the hooks' (``plugins`` in run order)."""
+    response = PluginResponse(status, ResponseHeaders(head, route))
+    done = _NO_FIELDS  # the edits of the hooks that succeeded
+    for plugin in plugins:
+        hook = plugin.on_response
+        if hook is None:
+            continue
+        request.config = response.config = plugin.config
+        try:
+            hook(request, response)
+            done = _fields(response)
+        except Exception as exc:
+            _failed(plugin, "on_response", f"{type(exc).__name__}: {exc}")
+            remove, set_, add = done  # back to what the hooks before it asked for
+            response.headers_to_remove = [n.decode() for n in remove]
+            response.headers_to_set = {n.decode(): v.decode() for n, v in set_}
+            response.headers_to_add = {n.decode(): v.decode() for n, v in add}
+    return _merge(route, done)
+
+
+class ResponseHooks:
+    """``plan.Forward.on_response`` for one request: ``(status, head)`` -> the edits to apply."""
+
+    __slots__ = ("plugins", "request", "route")
+
+    def __init__(self, plugins: list[Plugin], request: PluginRequest, route: HeaderEdits | None) -> None:
+        self.plugins, self.request, self.route = plugins, request, route
+
+    def __call__(self, status: int, head: bytes) -> HeaderEdits | None:
+        return run_response(self.plugins, self.request, status, head, self.route)
+
+
+# --- Load balancing -------------------------------------------------------------------------
+
+
+def run_pick(plugins: list[Plugin], request: PluginRequest, endpoints: tuple[Endpoint, ...]) -> Endpoint | None:
+    """The endpoint the first willing picker chooses among ``endpoints`` (None: let the balancer choose)."""
+    for plugin in plugins:
+        hook = plugin.pick
+        if hook is None:
+            continue
+        request.config = plugin.config
+        try:
+            chosen = hook(request, endpoints)
+        except Exception as exc:
+            _failed(plugin, "pick", f"{type(exc).__name__}: {exc}")
+            continue
+        if chosen is None:
+            continue
+        if isinstance(chosen, Endpoint) and chosen in endpoints:
+            return chosen
+        _failed(plugin, "pick", f"returned {chosen!r}, not one of the endpoints offered")
     return None
