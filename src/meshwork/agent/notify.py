@@ -3,7 +3,7 @@
 What lives here: ``ReadyNotify``, a datagram socket in the abstract namespace
 (no file to clean up, no path length limit) whose address a container gets
 as ``NOTIFY_SOCKET=@<name>``, as a ``Type=notify`` service gets it from
-systemd (the sidecar's sending half: ``proxy.sidecar.notify_ready``). A datagram holding the line ``READY=1`` makes the agent run the
+systemd (the sidecar's sending half: ``proxy.ready.notify_ready``). A datagram holding the line ``READY=1`` makes the agent run the
 container's readiness probe at once: the probe still decides, so a false or
 forged message costs one probe and never makes anything Ready. The agent
 gives the socket to the injected proxy only, whose readiness otherwise waits

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 from meshwork.model.pod import Container, parse_quantity
 
 if TYPE_CHECKING:
-    from meshwork.agent.worker import PodWorker, Run
+    from meshwork.agent.run import Run
+    from meshwork.agent.worker import PodWorker
 
 log = logging.getLogger("meshwork.agent")
 
@@ -103,6 +104,19 @@ class Resources:
         except OSError as exc:
             log.warning("container %s: cannot set limits with cgroups (%s); memory watchdog only", key, exc)
             return []
+
+    def unenforced(self, container: Container) -> str | None:
+        """The limits of ``container`` this node cannot enforce, said plainly; None: all are."""
+        limits = container.resources.limits or {}
+        cg = self.cgroups
+        gaps = []
+        if "memory" in limits and not cg.enforces_memory:
+            gaps.append(f"memory limit {limits['memory']} is kept by the agent's RSS watchdog, not by a cgroup")
+        if "cpu" in limits and not cg.enforces_cpu:
+            gaps.append(f"cpu limit {limits['cpu']} is not enforced")
+        if not gaps:
+            return None
+        return f"container {container.name}: {'; '.join(gaps)} ({cg.reason or 'no writable cgroup'})"
 
     def describe_limits(self) -> str:
         return str(self.cgroups.describe())

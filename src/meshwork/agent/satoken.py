@@ -15,17 +15,21 @@ root dir, ``var/run/secrets/kubernetes.io/serviceaccount/``:
 The app finds the directory in ``$MESHWORK_SERVICEACCOUNT_DIR`` and the API
 server in ``$MESHWORK_SERVER``. ``automountServiceAccountToken: false`` on
 the pod (or, when the pod says nothing, on the ServiceAccount) mounts nothing.
+``mount_token`` does all of it for a starting pod, retrying until it works
+(reported once as a ``FailedMount`` event).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from meshwork.agent.api import AgentApi
+from meshwork.agent.api import SERVICEACCOUNTS, AgentApi
+from meshwork.model.core import ConfigMap
 from meshwork.model.pod import Pod
 
 MOUNT_PATH = "var/run/secrets/kubernetes.io/serviceaccount"
@@ -35,6 +39,8 @@ ENV_DIR = "MESHWORK_SERVICEACCOUNT_DIR"
 # kubelets to a year (--service-account-extend-token-expiration). A mounted token here
 # lives a year and dies with its pod.
 TOKEN_SECONDS = 365 * 24 * 3600
+MOUNT_RETRY_S = 1.0  # a failed mount (the server away, no ServiceAccount yet) is tried again this often
+ROOT_CA = "kube-root-ca.crt"  # the namespace's ConfigMap whose ``ca.crt`` becomes the volume's
 
 
 def wants_token(pod: Pod, service_account: dict[str, Any] | None) -> bool:
@@ -81,3 +87,33 @@ def write_mount(pod_dir: Path, namespace: str, token: str, ca: bytes) -> Path:
     if not link.is_symlink() and not link.exists():
         link.symlink_to(target)
     return link
+
+
+async def mount_token(api: AgentApi, pod: Pod, pod_dir: Path, *, config_maps: Callable[[], Mapping[str, ConfigMap]],
+                      stopped: Callable[[], bool], event: Callable[[str, str, str], None]) -> Path | None:  # fmt: skip
+    """Mount the pod's token volume when the pod and its ServiceAccount want one; the linked dir, or None.
+
+    Retried until it works or ``stopped()``; the first failure is a FailedMount ``event``
+    (type, reason, message). ``config_maps`` gives the namespace's, for ``kube-root-ca.crt``.
+    """
+    ns = pod.metadata.namespace or "default"
+    sa_name = pod.spec.service_account_name or "default"
+    reported = False
+    while not stopped():
+        try:
+            sa = await api.get(SERVICEACCOUNTS, ns, sa_name)
+            if not wants_token(pod, sa):
+                return None
+            token = await request_token(api, pod)
+            root_ca = config_maps().get(ROOT_CA)
+            ca = ((root_ca.data or {}).get("ca.crt", "") if root_ca is not None else "").encode()
+            return write_mount(pod_dir, ns, token, ca)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not reported:
+                event("Warning", "FailedMount", f'MountVolume.SetUp failed for volume "{VOLUME}" : '
+                      f'failed to fetch token for ServiceAccount "{sa_name}": {exc}')  # fmt: skip
+                reported = True
+            await asyncio.sleep(MOUNT_RETRY_S)
+    return None

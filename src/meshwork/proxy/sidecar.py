@@ -19,6 +19,13 @@ client reaches the app around it); a gateway listens on every port its
 Gateways' servers name (mapped through the gateway Service's targetPort) on
 the configured host address. The outbound listener opens only once a first
 config applies (the inbound one with it), so the pod's readiness means "routing".
+
+What lives here: the config stream and ACK/NACK, applying a snapshot, the
+outbound and :15006 listeners. What must not: the app-port listeners of
+inbound capture (``proxy.capture``), a gateway's listeners
+(``proxy.gateway``), the start timeline and the READY=1 to the node agent
+(``proxy.ready``; ``notify_ready`` stays importable from here), the engines
+(``proxy.server``, ``proxy.tcp``).
 """
 
 from __future__ import annotations
@@ -30,8 +37,6 @@ import logging
 import os
 import random
 import re
-import socket
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,14 +49,14 @@ from meshwork.core.mesh.snapshot import snapshot_from_wire
 from meshwork.core.ratelimit import Limiter
 from meshwork.proxy.activator import ActivatingDecider, Activator
 from meshwork.proxy.admin import AdminServer
-from meshwork.proxy.gatewaytls import GatewayTls
+from meshwork.proxy.capture import InboundCapture
+from meshwork.proxy.gateway import GatewayListeners, guard_gateway
 from meshwork.proxy.guard import Guard, GuardedDecider, GuardRejected, compile_guard
 from meshwork.proxy.inbound import (
     INBOUND_PORT,
     INBOUND_PORT_HEADER,
     AppPort,
     InboundDecider,
-    opaque_ports,
     services_from_snapshot,
 )
 from meshwork.proxy.mesh import ClusterState, MeshDecider, Tracing
@@ -60,6 +65,7 @@ from meshwork.proxy.observe import Observer, Observers
 from meshwork.proxy.plan import Decider
 from meshwork.proxy.plugins import selected
 from meshwork.proxy.ratelimit import RateLimitedDecider, limiter_for
+from meshwork.proxy.ready import Startup, notify_ready
 from meshwork.proxy.server import HttpProxy
 from meshwork.proxy.telemetry import AccessLogWriter, Directory, MeshMetrics, MetricsObserver, Peer
 from meshwork.proxy.tls import ListenerTls, TlsMode
@@ -99,56 +105,8 @@ RECONNECT_MAX_S = 5.0
 MAX_SNAPSHOT_BYTES = 64 * 1024 * 1024
 
 
-def process_age() -> float:
-    """Seconds since this process started (``/proc/self/stat``, clock-tick resolution); 0.0 off Linux."""
-    try:
-        with open("/proc/self/stat", "rb") as f:
-            stat = f.read()
-        with open("/proc/uptime", "rb") as f:
-            uptime = float(f.read().split()[0])
-        ticks = int(stat[stat.rfind(b")") + 2:].split()[19])
-        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def notify_ready(env: Mapping[str, str] = os.environ) -> bool:
-    """Tell the node agent this proxy is ready (systemd's sd_notify ``READY=1`` to ``$NOTIFY_SOCKET``,
-    an abstract address ``@name``): it probes at once instead of at its next probe. False when there is
-    no socket or nobody listens; never raises (the agent's probes find the proxy Ready all the same)."""
-    name = env.get("NOTIFY_SOCKET")
-    if not name:
-        return False
-    address = "\0" + name[1:] if name.startswith("@") else name
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.setblocking(False)
-            sock.sendto(b"READY=1", address)
-    except OSError:
-        return False
-    return True
-
-
 # A spare proxy (agent.standby) sets this when its pod takes it: its start counts from then.
 HANDED_OVER_AT: float | None = None
-
-
-class Startup:
-    """When this proxy's start passed each step, for one log line once it is first Ready."""
-
-    def __init__(self) -> None:
-        now = time.monotonic()
-        # The process's start on the monotonic clock, or the moment a pod took this spare.
-        self.origin = HANDED_OVER_AT if HANDED_OVER_AT is not None else now - process_age()
-        self.since = "taken from standby" if HANDED_OVER_AT is not None else "the process started"
-        self.marks: dict[str, float] = {"imported": now}
-        self.reported = False
-
-    def mark(self, step: str) -> None:
-        self.marks.setdefault(step, time.monotonic())
-
-    def summary(self) -> str:
-        return ", ".join(f"{step} +{(at - self.origin) * 1000:.0f} ms" for step, at in self.marks.items())
 
 
 @dataclass
@@ -197,7 +155,7 @@ class _Stream:
 class Sidecar:
     def __init__(self, options: SidecarOptions) -> None:
         self.options = options
-        self.startup = Startup()
+        self.startup = Startup(HANDED_OVER_AT)
         url = urlsplit(options.server)
         self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
         self.version = ""
@@ -219,11 +177,10 @@ class Sidecar:
         self._observer = Observers(*outbound)
         self._inbound_observer: MetricsObserver | None = None
         self._inbound_key: tuple[Any, ...] | None = None  # what the inbound decider was built from
-        self._captured: dict[int, Any] = {}  # app port -> HttpProxy on $POD_IP:<port> (inbound capture)
-        self._capture_tls: dict[int, ListenerTls] = {}  # app port -> its listener's mTLS policy
+        self.capture = InboundCapture(options.proxy_id, options.listen_host, options.pod_ports)  # proxy.capture
         self.rate_limiter: Limiter | None = None  # this workload's LocalRateLimits (proxy.ratelimit)
         self.guard: Guard | None = None  # this workload's security policies (proxy.guard); None: none apply
-        self.gateway_tls: GatewayTls | None = None  # a gateway's TLS listeners (proxy.gatewaytls)
+        self.gateway: GatewayListeners | None = None  # a gateway's listeners (proxy.gateway)
         # The proxy's mesh certificate and TLS contexts (proxy.meshtls). A gateway has one too:
         # it originates mTLS to meshed pods (its own listeners use the Gateways' credentials).
         self.mtls: MeshTls | None = None
@@ -310,7 +267,8 @@ class Sidecar:
         await self._listen(INBOUND_PORT, decider, observer=self._inbound_observer,
                            tls=self.mtls.listener if self.mtls is not None else None)  # fmt: skip
         if self.options.app_ip:
-            await self._capture(raw, inbound, pod_ip, mtls)
+            await self.capture.update(raw, inbound, pod_ip, mtls, mesh_tls=self.mtls, guard=self.guard,
+                                      limit=self._limit, observer=self._inbound_observer)  # fmt: skip
         self._inbound_key = key
 
     async def _outbound_tls(self, raw: dict[str, Any], *, wait: bool = True) -> OutboundMtls | None:
@@ -378,94 +336,9 @@ class Sidecar:
 
         return RateLimitedDecider(decider, self.rate_limiter, workload_of=workload_of_address)
 
-    # -- inbound capture (proxy.inbound) -------------------------------------------------------
-
-    async def _capture(self, raw: dict[str, Any], inbound: InboundDecider, pod_ip: str,
-                       mtls: InboundMtls | None) -> None:  # fmt: skip
-        """A listener on ``$POD_IP:<port>`` for every app port, forwarding to the app's own address,
-        each with its port's mTLS mode, the workload's guard and rate limits, as :15006 has. A port
-        that is not HTTP is spliced as TCP, and closed under STRICT (no mTLS for TCP here)."""
-        wanted = [p.port for p in inbound.ports]
-        opaque = opaque_ports(raw, pod_ip, self.options.pod_ports)
-        for port in wanted:
-            mode = mtls.mode_for(port) if self.mtls is not None and mtls is not None else None
-            if port in opaque:
-                await self._capture_tcp(port, inbound, pod_ip, refused=mode is TlsMode.STRICT)
-                continue
-            decider: Decider = inbound.at_port(port)
-            if self.guard is not None:
-                decider = GuardedDecider(decider, self.guard, destination_port=port, destination_ip=pod_ip)
-            decider = self._limit(decider)
-            tls: ListenerTls | None = None
-            if self.mtls is not None and mode is not None:
-                tls = self._capture_tls.setdefault(port, ListenerTls(mode=mode))
-                tls.holder = self.mtls.server
-                was, tls.mode = tls.mode, mode
-                proxy = self._captured.get(port)
-                if isinstance(proxy, HttpProxy) and mode is TlsMode.STRICT and was is not TlsMode.STRICT:
-                    proxy.drain(lambda downstream: not downstream.tls)  # no plaintext goes on under STRICT
-            await self._capture_http(port, decider, pod_ip, tls)
-        for port in [p for p in self._captured if p not in wanted]:  # a Service no longer sends there
-            await self._uncapture(port)
-
-    async def _uncapture(self, port: int) -> None:
-        proxy = self._captured.pop(port, None)
-        self._capture_tls.pop(port, None)
-        if isinstance(proxy, HttpProxy):
-            await proxy.close(1.0)
-        elif proxy is not None:
-            await proxy.close()
-
-    async def _capture_http(self, port: int, decider: Decider, pod_ip: str, tls: ListenerTls | None) -> None:
-        proxy = self._captured.get(port)
-        if isinstance(proxy, HttpProxy):
-            proxy.decider = decider
-            return
-        await self._uncapture(port)  # a TCP splice before the port's protocol was known
-        if tls is not None:
-            self._capture_tls[port] = tls
-        proxy = HttpProxy(decider, observer=self._inbound_observer)
-        if await self._bind(port, pod_ip, proxy.start(self.options.listen_host, port, tls=tls)):
-            self._captured[port] = proxy
-        else:
-            await proxy.close(0.0)
-
-    async def _capture_tcp(self, port: int, inbound: InboundDecider, pod_ip: str, *, refused: bool) -> None:
-        from meshwork.proxy.tcp import TcpProxy
-
-        proxy = self._captured.get(port)
-        if isinstance(proxy, TcpProxy):
-            if not refused:
-                proxy.cluster = inbound.cluster_at(port)
-                return
-        if proxy is not None:
-            await self._uncapture(port)
-        if refused:
-            return  # STRICT: nothing listens on the pod IP's port, a plaintext client is refused
-        tcp = TcpProxy(inbound.cluster_at(port), observer=self._inbound_observer)
-        if await self._bind(port, pod_ip, tcp.start(self.options.listen_host, port)):
-            self._captured[port] = tcp
-
-    async def _bind(self, port: int, pod_ip: str, start: Any) -> bool:
-        try:
-            await start
-        except OSError as exc:  # an app still on the pod IP (started before capture) or on 0.0.0.0
-            log.warning("proxy %s: cannot capture %s:%d (%s): clients reach the app there without the "
-                        "sidecar until it is free", self.options.proxy_id, pod_ip, port, exc)  # fmt: skip
-            return False
-        return True
-
-    def _guard_gateway(self, decider: MeshDecider, port: int) -> Decider:
-        """A gateway listener's decider behind the guard; destination.port is the listener's port."""
-        if self.guard is None:
-            return decider
-        return GuardedDecider(decider, self.guard, destination_port=port)
-
     async def _listen(self, port: int, decider: Decider, bind_port: int | None = None, *,
                       observer: Observer | None = None, source: str | None = None,
                       tls: ListenerTls | None = None) -> None:  # fmt: skip
-        from meshwork.proxy.server import HttpProxy
-
         proxy = self.proxies.get(port)
         if proxy is None:
             proxy = HttpProxy(decider, observer=observer or self._observer, source_address=source)
@@ -477,30 +350,15 @@ class Sidecar:
 
     async def _gateway_listeners(self, table: Any, loop: asyncio.AbstractEventLoop,
                                  mtls: OutboundMtls | None = None) -> str | None:  # fmt: skip
-        """One listener per port the Gateways open; TLS ports with their certificates and passthrough
-        (``proxy.gatewaytls``). Returns the servers left out and why (a missing credential), or None."""
-        gw_tls = self.gateway_tls = self.gateway_tls or GatewayTls(self.rng)
-        wanted = set(table.ports) | set(table.gateway_tls)
-        left_out: list[str] = []
-        for port in sorted(wanted):
-            decider = self._limit(self._activating(self._guard_gateway(
-                MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time, listener_port=port, tls=mtls),
-                port)))  # fmt: skip
-            was_tls = gw_tls.serving.get(port, False)
-            tls: ListenerTls | None = None
-            if port in table.gateway_tls:
-                tls, skipped = gw_tls.listener(table.gateway_tls[port], self.states)
-                left_out += skipped
-            else:
-                gw_tls.forget(port)
-            if port in self.proxies and was_tls != (tls is not None):
-                await self.proxies.pop(port).close(1.0)  # plaintext <-> TLS: the port gets a new listener
-            gw_tls.serving[port] = tls is not None
-            await self._listen(port, decider, self.options.gateway_ports.get(port, port), tls=tls)
-        for port in [p for p in self.proxies if p not in wanted]:
-            await self.proxies.pop(port).close(1.0)
-            gw_tls.forget(port)
-        return "; ".join(left_out) or None
+        """A gateway's listeners for ``table`` (``proxy.gateway``); the servers left out and why, or None."""
+        self.gateway = self.gateway or GatewayListeners(self.rng)
+
+        def decider_for(port: int) -> Decider:
+            mesh = MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time, listener_port=port, tls=mtls)
+            return self._limit(self._activating(guard_gateway(mesh, self.guard, port)))
+
+        return await self.gateway.update(table, self.proxies, decider_for=decider_for, listen=self._listen,
+                                         states=self.states, bind_ports=self.options.gateway_ports)  # fmt: skip
 
     # -- the config stream ----------------------------------------------------------------
 
@@ -629,5 +487,4 @@ class Sidecar:
         for proxy in self.proxies.values():
             await proxy.close(2.0)
         self.proxies.clear()
-        for port in list(self._captured):
-            await self._uncapture(port)
+        await self.capture.close()
