@@ -4,16 +4,26 @@ Every meshwork server's first node would otherwise take ``127.1.0.0/16``: two
 instances on one machine (two users, two CI jobs, a test beside a demo) would
 hand their pods the same addresses. Before picking a new node's pod CIDR the
 server reads the kernel's table of TCP sockets and treats every /16 with a
-listener in it as held.
+listener in it as held; and it claims the range it picks with an exclusive
+``flock`` on a file named after it in the temp directory (``claim``), held for
+the server's life, so two servers picking in the same instant, before any pod
+listens, still get different ranges. The kernel drops the lock when the
+process ends, however it ends.
 """
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
+import os
 import socket
 import struct
+import tempfile
 
-__all__ = ["busy_loopback_networks"]
+__all__ = ["busy_loopback_networks", "claim"]
+
+# Claimed networks -> the open, locked file that holds each for this process's life.
+_CLAIMS: dict[str, int] = {}
 
 _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's "st" column
 
@@ -35,3 +45,26 @@ def busy_loopback_networks(prefix: int = 16, table: str = "/proc/net/tcp") -> li
     except (OSError, ValueError):
         return []
     return sorted(found)
+
+
+def claim(network: ipaddress.IPv4Network, directory: str | None = None) -> bool:
+    """Hold ``network`` for this process; False when another process on this machine holds it.
+
+    True also when claims cannot be made here (an unwritable temp dir): the
+    listener scan is then the only guard, as before.
+    """
+    key = f"{network.network_address}-{network.prefixlen}"
+    if key in _CLAIMS:
+        return True
+    path = os.path.join(directory or tempfile.gettempdir(), f"meshwork-loopback-{key}.lock")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _CLAIMS[key] = fd
+    return True

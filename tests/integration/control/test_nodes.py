@@ -281,3 +281,20 @@ def test_a_daemonset_runs_one_pod_per_node_narrows_by_selector_and_rolls(api: Ht
                for e in items(api, f"/api/v1/namespaces/{ns}/events"))  # fmt: skip
     for name in names:
         agents.silence(name)
+
+
+def test_two_servers_on_one_machine_give_their_first_nodes_different_ranges(
+    agents: Agents, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two meshworks on one machine (two CI jobs): no pod listens yet when both pick a range, so only
+    the claim (``control.hostnet.claim``) keeps the second off the first's."""
+    mine = agents.register("claim-a").json["spec"]["podCIDR"]
+    with running_server(tmp_path_factory.mktemp("other")) as other:
+        http = other.client()
+        try:
+            body = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "claim-b"}, "spec": {}}
+            theirs = http.post(NODES, body).json["spec"]["podCIDR"]
+        finally:
+            http.close()
+    assert theirs != mine
+    agents.silence("claim-a")

@@ -18,6 +18,7 @@ from meshwork.control.api import allocate, strategy
 from meshwork.control.api.cache import CachedObject, WatchCache
 from meshwork.control.api.paths import object_key
 from meshwork.control.hostnet import busy_loopback_networks
+from meshwork.control.hostnet import claim as claim_network
 from meshwork.control.store import values
 from meshwork.control.store.base import Record, Store
 from meshwork.core import inject
@@ -192,8 +193,12 @@ class Objects:
         if info.group == "" and info.kind == "Node":
             async with self._alloc_lock:  # the same for a node's pod CIDR
                 held = allocate.node_cidrs(i.obj for i in self.cache.list(info.resource))
+                for own in held:  # after a restart: ours again, so no other meshwork picks them
+                    claim_network(own)
                 if not (obj.get("spec") or {}).get("podCIDR") and not (obj.get("spec") or {}).get("podCIDRs"):
                     held += busy_loopback_networks()  # another meshwork on this machine: not its pods' range
+                    while (picked := allocate.pick_pod_cidr(held)) is not None and not claim_network(picked):
+                        held.append(picked)  # claimed by another meshwork starting at the same time
                 allocate.assign_node_cidr(obj, held)
                 return await self._store_new(info, namespace, obj, dry_run=dry_run)
         created = await self._store_new(info, namespace, obj, dry_run=dry_run)
