@@ -46,6 +46,10 @@ CRONJOBS = REGISTRY.require("batch", "CronJob")
 DAEMONSETS = REGISTRY.require("apps", "DaemonSet")
 
 
+def _resources(*infos: KindInfo) -> frozenset[str]:
+    return frozenset(info.resource for info in infos)
+
+
 def _key(obj: dict[str, Any]) -> str:
     meta = obj.get("metadata", {})
     return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
@@ -130,7 +134,7 @@ def replicaset_controller(views: Views) -> Controller:
         pods = views.all_in(PODS, Pod, _split(key)[0], owner_uid=rs.metadata.uid)
         return reconcile_replicaset(rs, pods, now)
 
-    return Controller("replicaset", keys_for, lambda: views.keys(REPLICASETS), reconcile)
+    return Controller("replicaset", keys_for, lambda: views.keys(REPLICASETS), reconcile, _resources(REPLICASETS, PODS))
 
 
 def deployment_controller(views: Views) -> Controller:
@@ -153,7 +157,7 @@ def deployment_controller(views: Views) -> Controller:
         replicasets = views.all_in(REPLICASETS, ReplicaSet, namespace, owner_uid=deploy.metadata.uid)
         return reconcile_deployment(deploy, replicasets, views.pods_of(namespace, replicasets), now)
 
-    return Controller("deployment", keys_for, lambda: views.keys(DEPLOYMENTS), reconcile)
+    return Controller("deployment", keys_for, lambda: views.keys(DEPLOYMENTS), reconcile, _resources(DEPLOYMENTS, REPLICASETS, PODS))
 
 
 def job_controller(views: Views) -> Controller:
@@ -173,7 +177,7 @@ def job_controller(views: Views) -> Controller:
         pods = views.all_in(PODS, Pod, _split(key)[0], owner_uid=job.metadata.uid)
         return reconcile_job(job, pods, now)
 
-    return Controller("job", keys_for, lambda: views.keys(JOBS), reconcile)
+    return Controller("job", keys_for, lambda: views.keys(JOBS), reconcile, _resources(JOBS, PODS))
 
 
 def cronjob_controller(views: Views) -> Controller:
@@ -193,7 +197,7 @@ def cronjob_controller(views: Views) -> Controller:
         jobs = views.all_in(JOBS, Job, _split(key)[0], owner_uid=cj.metadata.uid)
         return reconcile_cronjob(cj, jobs, now)
 
-    return Controller("cronjob", keys_for, lambda: views.keys(CRONJOBS), reconcile)
+    return Controller("cronjob", keys_for, lambda: views.keys(CRONJOBS), reconcile, _resources(CRONJOBS, JOBS))
 
 
 def endpoints_controller(views: Views) -> Controller:
@@ -202,11 +206,13 @@ def endpoints_controller(views: Views) -> Controller:
         if resource in (SERVICES.resource, ENDPOINTS.resource):
             return [_key(event.item.obj)]
         if resource == PODS.resource:
-            pod = event.item.obj
-            namespace = pod.get("metadata", {}).get("namespace", "")
-            labels = pod.get("metadata", {}).get("labels") or {}
+            namespace = _split(event.key[len(resource) + 1 :])[0]
+            services = views.cache.list(SERVICES.resource, namespace)
+            if not services:
+                return []  # decoding the pod would tell nothing
+            labels = event.item.obj.get("metadata", {}).get("labels") or {}
             keys = []
-            for svc in views.cache.list(SERVICES.resource, namespace):
+            for svc in services:
                 selector = (svc.obj.get("spec") or {}).get("selector")
                 if selector and selector_from_spec({"matchLabels": selector}).matches(labels):
                     keys.append(_key(svc.obj))
@@ -219,14 +225,50 @@ def endpoints_controller(views: Views) -> Controller:
         pods = views.all_in(PODS, Pod, _split(key)[0]) if service is not None else []
         return reconcile_endpoints(service, pods, existing)
 
-    return Controller("endpoints", keys_for, lambda: views.keys(SERVICES), reconcile)
+    return Controller("endpoints", keys_for, lambda: views.keys(SERVICES), reconcile, _resources(SERVICES, ENDPOINTS, PODS))
 
 
 NODES = REGISTRY.require("", "Node")
 
 
+# Pod metadata a scheduling attempt does not depend on: kube-scheduler's
+# isPodUpdated strips these (and the status) before deciding that an update of
+# an unschedulable pod is worth another attempt.
+_POD_VOLATILE_META = frozenset(("resourceVersion", "generation", "managedFields", "finalizers"))
+
+
+def _pod_signature(obj: dict[str, Any]) -> tuple[object, ...]:
+    """What of a pending pod a scheduling attempt depends on: all but its status and bookkeeping."""
+    meta = obj.get("metadata") or {}
+    return (obj.get("spec"), {k: v for k, v in meta.items() if k not in _POD_VOLATILE_META})
+
+
+def _node_signature(obj: dict[str, Any]) -> tuple[object, ...]:
+    """What of a node can turn a pod schedulable: kube-scheduler's nodeSchedulingPropertiesChange
+    (allocatable, labels, taints, spec.unschedulable, and each condition's status, so that a
+    heartbeat's new lastHeartbeatTime is no change)."""
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or () if isinstance(c, dict)}
+    return (
+        (obj.get("metadata") or {}).get("labels"), spec.get("taints"), bool(spec.get("unschedulable")),
+        status.get("allocatable"), conditions,
+    )  # fmt: skip
+
+
 def scheduler_controller(views: Views) -> Controller:
-    """Binds pending pods (no ``spec.nodeName``) to nodes; node changes retry them all."""
+    """Binds pending pods (no ``spec.nodeName``) to nodes.
+
+    A pod that did not fit waits, as in kube-scheduler's unschedulable queue,
+    until something that may make room happens: a node added or changed in a
+    way scheduling reads, a bound pod deleted or finished, or the pod itself
+    changed (not its status: the scheduler's own PodScheduled write does not
+    count); at the latest after ``RETRY_S`` (the reconcile's requeue).
+    """
+    # Pending pods whose last attempt found no node -> what that attempt saw of them.
+    unschedulable: dict[str, tuple[object, ...]] = {}
+    # Node name -> its signature as last seen, to tell a heartbeat from a change.
+    node_signatures: dict[str, tuple[object, ...]] = {}
 
     def pending_keys() -> Iterator[str]:
         for item in views.cache.list(PODS.resource):
@@ -236,16 +278,39 @@ def scheduler_controller(views: Views) -> Controller:
     def keys_for(event: CachedEvent) -> Iterable[str]:
         resource = resource_of(event.key)
         if resource == PODS.resource:
-            if event.type != "DELETED" and b'"nodeName":"' not in event.item.record.value:
-                return [_key(event.item.obj)]
+            key = event.key[len(resource) + 1 :]
             value = event.item.record.value
             was_bound = b'"nodeName":"' in value
-            finished = event.type == "DELETED" or b'"Succeeded"' in value or b'"Failed"' in value
-            # Only a bound pod going away frees room; a pending pod's deletion
-            # must not rescan every pending pod (GC deletes them in bulk).
-            return list(pending_keys()) if was_bound and finished else []
+            if event.type == "DELETED":
+                unschedulable.pop(key, None)
+                # Only a bound pod going away frees room; a pending pod's deletion
+                # must not retry every pending pod (GC deletes them in bulk).
+                return list(unschedulable) if was_bound else []
+            if not was_bound:
+                seen = unschedulable.get(key)
+                if seen is None:
+                    return [key]
+                signature = _pod_signature(event.item.obj)
+                if signature != seen:
+                    return [key]
+                # Only its status or bookkeeping changed (our own PodScheduled write,
+                # say). Keep the new, equal signature: it shares the cached object's
+                # dicts, so the old object's can be freed.
+                unschedulable[key] = signature
+                return []
+            unschedulable.pop(key, None)
+            finished = b'"Succeeded"' in value or b'"Failed"' in value
+            return list(unschedulable) if finished else []
         if resource == NODES.resource:
-            return list(pending_keys())
+            name = event.key[len(resource) + 1 :].lstrip("/")
+            if event.type == "DELETED":
+                node_signatures.pop(name, None)
+                return []  # a node going away makes room nowhere
+            signature = _node_signature(event.item.obj)
+            if node_signatures.get(name) == signature:
+                return []
+            node_signatures[name] = signature
+            return list(unschedulable)
         return []
 
     # Decoded nodes and bound pods, reused while their stored record is the same
@@ -266,8 +331,10 @@ def scheduler_controller(views: Views) -> Controller:
         return value
 
     def reconcile(key: str, now: float) -> Outcome:
-        pod = views.one(PODS, Pod, key)
-        if pod is None or pod.spec.node_name:
+        item = views.cache.get(f"{PODS.resource}/{key}")
+        pod = Pod.model_validate(item.obj) if item is not None else None
+        if item is None or pod is None or pod.spec.node_name:
+            unschedulable.pop(key, None)
             return Outcome()
         nodes = [decoded(i, Node) for i in views.cache.list(NODES.resource)]
         items = views.cache.list_index(bound_index)
@@ -276,9 +343,14 @@ def scheduler_controller(views: Views) -> Controller:
             for stale in [k for k in memo if k not in live]:
                 del memo[stale]
         bound = [decoded(i, Pod) for i in items]
-        return reconcile_scheduling(pod, build_snapshot(nodes, bound), now)
+        outcome = reconcile_scheduling(pod, build_snapshot(nodes, bound), now)
+        if outcome.requeue_after is not None:  # no node for it: wait for a change that may make room
+            unschedulable[key] = _pod_signature(item.obj)
+        else:
+            unschedulable.pop(key, None)
+        return outcome
 
-    return Controller("scheduler", keys_for, pending_keys, reconcile)
+    return Controller("scheduler", keys_for, pending_keys, reconcile, _resources(PODS, NODES))
 
 
 def _pods_on(views: Views, node_name: str) -> list[Pod]:
@@ -299,6 +371,8 @@ def node_lifecycle_controller(views: Views, config: LifecycleConfig) -> Controll
         if resource == NODES.resource:
             return [event.item.obj.get("metadata", {}).get("name", "")]
         if resource == PODS.resource and event.type != "DELETED":
+            if b'"nodeName":"' not in event.item.record.value:
+                return []  # pending: no node's concern (and no decoding)
             node_name = (event.item.obj.get("spec") or {}).get("nodeName")
             return [node_name] if node_name else []
         return []
@@ -314,7 +388,7 @@ def node_lifecycle_controller(views: Views, config: LifecycleConfig) -> Controll
         node = views.one(NODES, Node, f"/{key}")
         return reconcile_node(key, node, lambda: _pods_on(views, key), now, config)
 
-    return Controller("nodelifecycle", keys_for, initial_keys, reconcile)
+    return Controller("nodelifecycle", keys_for, initial_keys, reconcile, _resources(NODES, PODS))
 
 
 def daemonset_controller(views: Views) -> Controller:
@@ -337,7 +411,7 @@ def daemonset_controller(views: Views) -> Controller:
         pods = views.all_in(PODS, Pod, _split(key)[0], owner_uid=ds.metadata.uid)
         return reconcile_daemonset(ds, nodes, pods, now)
 
-    return Controller("daemonset", keys_for, lambda: views.keys(DAEMONSETS), reconcile)
+    return Controller("daemonset", keys_for, lambda: views.keys(DAEMONSETS), reconcile, _resources(DAEMONSETS, PODS, NODES))
 
 
 CONFIGMAPS = REGISTRY.require("", "ConfigMap")
@@ -392,7 +466,7 @@ def config_rollout_controller(views: Views) -> Controller:
             found[ref] = views.one(source_info, source_model, f"{namespace}/{ref.name}")
         return reconcile_config_rollout(workload, found)
 
-    return Controller("configrollout", keys_for, initial_keys, reconcile)
+    return Controller("configrollout", keys_for, initial_keys, reconcile, _resources(DEPLOYMENTS, DAEMONSETS, CONFIGMAPS, SECRETS))
 
 
 def builtin_controllers(

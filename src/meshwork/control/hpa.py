@@ -498,4 +498,4 @@ def hpa_controller(views: Views, config: HpaConfig | None = None,
     def initial_keys() -> Iterable[str]:
         return list(views.keys(HPAS))
 
-    return Controller("horizontalpodautoscaler", keys_for, initial_keys, reconcile)
+    return Controller("horizontalpodautoscaler", keys_for, initial_keys, reconcile, frozenset((HPAS.resource,)))

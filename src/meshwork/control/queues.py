@@ -44,17 +44,18 @@ def queue_controller(views: Views) -> Controller:
         return (item.obj.get("spec") or {}).get("clusterQueue") if item is not None else None
 
     def keys_for(event: CachedEvent) -> Iterable[str]:
+        # Decide by the key (and bytes) before decoding: most changes (pods,
+        # events) concern no queue, and decoding each of them cost the most here.
         resource = resource_of(event.key)
-        obj = event.item.obj
-        meta = obj.get("metadata", {})
         if resource == CLUSTER_QUEUES.resource:
-            return [] if event.type == "DELETED" else [meta.get("name", "")]
+            return [] if event.type == "DELETED" else [event.key[len(resource) + 1 :].lstrip("/")]
         if resource == LOCAL_QUEUES.resource:
-            target = (obj.get("spec") or {}).get("clusterQueue")
+            target = (event.item.obj.get("spec") or {}).get("clusterQueue")
             return [target] if target else []
         if resource in (JOBS.resource, WORKFLOWS.resource):
             if _LABEL not in event.item.record.value:
                 return []
+            meta = event.item.obj.get("metadata", {})
             lq = (meta.get("labels") or {}).get(LABEL_QUEUE)
             target = cluster_queue_of(meta.get("namespace", ""), lq) if lq else None
             return [target] if target else []
@@ -99,4 +100,5 @@ def queue_controller(views: Views) -> Controller:
         view = QueueView(cq, local_queues, jobs, workflows, labels, workload_classes, priority_classes)
         return reconcile_cluster_queue(view, now)
 
-    return Controller("queue", keys_for, all_queues, reconcile)
+    watched = (CLUSTER_QUEUES, LOCAL_QUEUES, JOBS, WORKFLOWS, NAMESPACES, WORKLOAD_PRIORITY_CLASSES, PRIORITY_CLASSES)
+    return Controller("queue", keys_for, all_queues, reconcile, frozenset(i.resource for i in watched))

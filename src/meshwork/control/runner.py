@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from meshwork.control.api.cache import CachedEvent, WatchCache
+from meshwork.control.api.cache import CachedEvent, WatchCache, resource_of
 from meshwork.control.api.objects import DeleteOptions, Objects, new_uid, now_rfc3339
 from meshwork.core.reconcile import (
     Action,
@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 # controller-runtime's default rate limiter: 5 ms doubling, capped.
 BACKOFF_BASE_S = 0.005
 BACKOFF_MAX_S = 60.0
+# The fields of a /status write's body the API reads.
+_STATUS_BODY = {"api_version", "kind", "metadata", "status"}
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ class Controller:
     keys_for: Callable[[CachedEvent], Iterable[str]]
     initial_keys: Callable[[], Iterable[str]]
     reconcile: Callable[[str, float], Outcome]
+    # The resources whose changes may concern it (``keys_for`` sees no other);
+    # None: every change. Most changes (Events, say) concern few controllers.
+    resources: frozenset[str] | None = None
 
 
 def _named(event: RecordEvent, created: dict[str, list[str]]) -> RecordEvent:
@@ -80,6 +85,7 @@ class Runner:
         self._objects = objects
         self._cache = cache
         self._controllers = {c.name: c for c in controllers}
+        self._routes: dict[str, list[Controller]] = {}  # resource -> controllers it concerns
         self._clock = clock
         self._component = component
         self._queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
@@ -91,6 +97,7 @@ class Runner:
         # reconcile waits for its object writes only (their fsyncs batch with the events').
         self._events: set[asyncio.Task[None]] = set()
         self.reconciles = 0
+        self._busy = False  # a reconcile or its writes are in progress
 
     async def start(self) -> None:
         self._cache.add_listener(self._on_event)
@@ -112,7 +119,13 @@ class Runner:
     # -- the queue ---------------------------------------------------------
 
     def _on_event(self, event: CachedEvent) -> None:
-        for controller in self._controllers.values():
+        resource = resource_of(event.key)
+        routes = self._routes.get(resource)
+        if routes is None:
+            routes = self._routes[resource] = [
+                c for c in self._controllers.values() if c.resources is None or resource in c.resources
+            ]
+        for controller in routes:
             try:
                 keys = list(controller.keys_for(event))
             except Exception:
@@ -120,6 +133,11 @@ class Runner:
                 continue
             for key in keys:
                 self.enqueue(controller.name, key)
+
+    @property
+    def settled(self) -> bool:
+        """No key is queued or being reconciled (timers for later looks may still wait)."""
+        return not self._queued and not self._busy
 
     def enqueue(self, controller: str, key: str) -> None:
         item = (controller, key)
@@ -142,29 +160,40 @@ class Runner:
         while True:
             item = await self._queue.get()
             self._queued.discard(item)
-            controller = self._controllers[item[0]]
+            self._busy = True
             try:
-                outcome = controller.reconcile(item[1], self._clock())
-                self.reconciles += 1
-                applied = await self._apply(outcome)
-            except asyncio.CancelledError:
-                raise
-            except TerminalError as exc:
-                log.warning("%s %s: %s (not retried)", controller.name, item[1], exc)
-                self._failures.pop(item, None)
-                continue
-            except Exception:
-                failures = self._failures.get(item, 0) + 1
-                self._failures[item] = failures
-                delay = min(BACKOFF_BASE_S * 2 ** (failures - 1), BACKOFF_MAX_S)
-                log.exception("%s %s failed (attempt %d); retrying in %.3fs", controller.name, item[1], failures, delay)
-                self._enqueue_after(item, delay)
-                continue
+                await self._reconcile(item)
+            finally:
+                self._busy = False
+            # A reconcile that wrote nothing never suspended (nor does the queue's
+            # get while keys wait): let the loop serve requests and deliver watch
+            # events between reconciles, or a burst of them holds it.
+            await asyncio.sleep(0)
+
+    async def _reconcile(self, item: tuple[str, str]) -> None:
+        controller = self._controllers[item[0]]
+        try:
+            outcome = controller.reconcile(item[1], self._clock())
+            self.reconciles += 1
+            applied = await self._apply(outcome)
+        except asyncio.CancelledError:
+            raise
+        except TerminalError as exc:
+            log.warning("%s %s: %s (not retried)", controller.name, item[1], exc)
             self._failures.pop(item, None)
-            if not applied:
-                self.enqueue(*item)  # the world moved under us: look again
-            elif outcome.requeue_after is not None:
-                self._enqueue_after(item, max(0.0, outcome.requeue_after))
+            return
+        except Exception:
+            failures = self._failures.get(item, 0) + 1
+            self._failures[item] = failures
+            delay = min(BACKOFF_BASE_S * 2 ** (failures - 1), BACKOFF_MAX_S)
+            log.exception("%s %s failed (attempt %d); retrying in %.3fs", controller.name, item[1], failures, delay)
+            self._enqueue_after(item, delay)
+            return
+        self._failures.pop(item, None)
+        if not applied:
+            self.enqueue(*item)  # the world moved under us: look again
+        elif outcome.requeue_after is not None:
+            self._enqueue_after(item, max(0.0, outcome.requeue_after))
 
     # -- applying actions ------------------------------------------------------
 
@@ -221,7 +250,12 @@ class Runner:
         if isinstance(action, CreateObject | UpdateObject | UpdateStatus):
             obj = action.obj
             info = type(obj).info
-            wire = to_wire(obj)
+            if isinstance(action, UpdateStatus):
+                # A /status write takes only the status (and the resourceVersion
+                # precondition) from the body: the rest is not worth serialising.
+                wire = obj.model_dump(mode="json", by_alias=True, exclude_none=True, include=_STATUS_BODY)
+            else:
+                wire = to_wire(obj)
             namespace = obj.metadata.namespace if info.namespaced else None
             if isinstance(action, CreateObject):
                 _, stored = await objects.create(info, namespace, wire)

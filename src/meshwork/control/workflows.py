@@ -94,10 +94,11 @@ def workflow_controller(views: Views, data_dir: Path | None = None) -> Controlle
 
     def keys_for(event: CachedEvent) -> Iterable[str]:
         resource = resource_of(event.key)
-        meta = event.item.obj.get("metadata", {})
         if resource == WORKFLOWS.resource:  # (a deletion too: its pass forgets the kept spec)
+            meta = event.item.obj.get("metadata", {})
             return [f"{meta.get('namespace', '')}/{meta.get('name', '')}"]
         if resource == PODS.resource and LABEL_WORKFLOW.encode() in event.item.record.value:
+            meta = event.item.obj.get("metadata", {})
             name = (meta.get("labels") or {}).get(LABEL_WORKFLOW)
             return [f"{meta.get('namespace', '')}/{name}"] if name else []
         return []
@@ -159,7 +160,7 @@ def workflow_controller(views: Views, data_dir: Path | None = None) -> Controlle
                     outputs[name] = found
         return reconcile_workflow(wf, pods, outputs, config, now)
 
-    return Controller("workflow", keys_for, lambda: views.keys(WORKFLOWS), reconcile)
+    return Controller("workflow", keys_for, lambda: views.keys(WORKFLOWS), reconcile, frozenset((WORKFLOWS.resource, PODS.resource)))
 
 
 CRON_WORKFLOWS = REGISTRY.require("argoproj.io", "CronWorkflow")
@@ -170,10 +171,11 @@ def cronworkflow_controller(views: Views) -> Controller:
 
     def keys_for(event: CachedEvent) -> Iterable[str]:
         resource = resource_of(event.key)
-        meta = event.item.obj.get("metadata", {})
         if resource == CRON_WORKFLOWS.resource:
+            meta = event.item.obj.get("metadata", {})
             return [] if event.type == "DELETED" else [f"{meta.get('namespace', '')}/{meta.get('name', '')}"]
         if resource == WORKFLOWS.resource and LABEL_CRON.encode() in event.item.record.value:
+            meta = event.item.obj.get("metadata", {})
             owner = (meta.get("labels") or {}).get(LABEL_CRON)
             return [f"{meta.get('namespace', '')}/{owner}"] if owner else []
         return []
@@ -187,4 +189,4 @@ def cronworkflow_controller(views: Views) -> Controller:
                      if needle in item.record.value]  # fmt: skip
         return reconcile_cronworkflow(cwf, workflows, now)
 
-    return Controller("cronworkflow", keys_for, lambda: views.keys(CRON_WORKFLOWS), reconcile)
+    return Controller("cronworkflow", keys_for, lambda: views.keys(CRON_WORKFLOWS), reconcile, frozenset((CRON_WORKFLOWS.resource, WORKFLOWS.resource)))

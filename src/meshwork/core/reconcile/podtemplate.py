@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from meshwork.model.base import ObjectMeta, OwnerReference, Resource
@@ -158,7 +159,12 @@ def pod_from_template(template: PodTemplateSpec, owner: Resource) -> Pod:
 
 def rfc3339(now: float) -> str:
     """``now`` (epoch seconds) as the second-resolution RFC 3339 time Kubernetes writes."""
-    return datetime.fromtimestamp(int(now), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339_second(int(now))
+
+
+@lru_cache(maxsize=8)  # a burst of writes stamps the same few seconds: format each once
+def _rfc3339_second(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_time(value: str | None) -> float | None:

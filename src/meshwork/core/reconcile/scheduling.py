@@ -8,7 +8,9 @@ answer into the writes kube-scheduler makes:
 * not placed: the ``PodScheduled=False`` condition with reason
   ``Unschedulable`` and upstream's message, and a ``FailedScheduling``
   warning, only when that message changed (so a stuck pod does not flood
-  events); looked at again after ``RETRY_S`` and whenever nodes change;
+  events); looked at again when the cluster changes in a way that may make
+  room (the shell decides which changes those are), and after ``RETRY_S``
+  at the latest;
 * preemption: the victims are deleted and ``status.nominatedNodeName`` set.
 """
 
@@ -28,10 +30,9 @@ from meshwork.core.scheduler import DEFAULT_CONFIG, Placement, SchedulerConfig, 
 from meshwork.core.scheduler_filters import ClusterSnapshot
 from meshwork.model.pod import Pod, PodCondition, PodStatus
 
-# How long an unschedulable pod waits before another attempt (kube-scheduler's
-# unschedulable queue flushes pods after at most 5 minutes, and on cluster
-# events much sooner; node changes also requeue here).
-RETRY_S = 5.0
+# The longest an unschedulable pod waits for another attempt when no cluster
+# event moved it first: kube-scheduler's podMaxInUnschedulablePodsDuration.
+RETRY_S = 300.0
 
 
 def reconcile_scheduling(pod: Pod, snapshot: ClusterSnapshot, now: float, config: SchedulerConfig = DEFAULT_CONFIG) -> Outcome:
@@ -44,8 +45,9 @@ def reconcile_scheduling(pod: Pod, snapshot: ClusterSnapshot, now: float, config
     ref = ObjectRef("", "Pod", meta.namespace, meta.name or "", meta.uid)
     result = place(pod, snapshot, config)
     if isinstance(result, Placement):
-        bound = pod.model_copy(deep=True)
-        bound.spec.node_name = result.node_name
+        # Shallow copies: the input is never mutated, and nothing here or in the
+        # runner mutates the sub-objects the copies share with it.
+        bound = pod.model_copy(update={"spec": pod.spec.model_copy(update={"node_name": result.node_name})})
         return Outcome((
             UpdateObject(bound),
             RecordEvent(ref, "Normal", "Scheduled",
@@ -59,7 +61,7 @@ def reconcile_scheduling(pod: Pod, snapshot: ClusterSnapshot, now: float, config
             DeleteObject("", "Pod", victim.namespace, victim.name, uid=victim.uid or None)
             for victim in result.preemption.victims
         )
-    status = pod.status.model_copy(deep=True) if pod.status else PodStatus()
+    status = pod.status.model_copy() if pod.status else PodStatus()
     conditions = [c for c in status.conditions or [] if c.type != "PodScheduled"]
     previous = next((c for c in status.conditions or [] if c.type == "PodScheduled"), None)
     changed = previous is None or previous.status != "False" or previous.message != result.message
@@ -68,12 +70,10 @@ def reconcile_scheduling(pod: Pod, snapshot: ClusterSnapshot, now: float, config
             type="PodScheduled", status="False", reason="Unschedulable", message=result.message,
             last_transition_time=rfc3339(now) if previous is None or previous.status != "False" else previous.last_transition_time,
         )
-        status.conditions = [*conditions, condition]
+        status.conditions = [*conditions, condition]  # a new list: the input's is untouched
         if nominated:
             status.nominated_node_name = nominated
-        updated = pod.model_copy(deep=True)
-        updated.status = status
-        actions.append(UpdateStatus(updated))
+        actions.append(UpdateStatus(pod.model_copy(update={"status": status})))
         if changed:
             actions.append(RecordEvent(ref, "Warning", "FailedScheduling", result.message))
     return Outcome(tuple(actions), requeue_after=RETRY_S)

@@ -57,3 +57,23 @@ def test_preemption_deletes_only_its_victims() -> None:
     assert [(d.name, d.uid) for d in deletes] == [("low", "u-low")]
     status = next(a for a in out.actions if isinstance(a, UpdateStatus))
     assert status.obj.status.nominated_node_name == "n1"
+
+
+def test_the_input_pod_is_never_mutated() -> None:
+    """The writes are shallow copies of the pod: binding or reporting leaves the input as it was."""
+    fits = NodeInfo.create("n1", cpu=1000, memory=1 << 30, pods=10)
+    low = BoundPod(namespace="ns", name="low", uid="u-low", priority=0, cpu=900)
+    for candidate, nodes in (
+        (pod("p"), (fits,)),  # bound
+        (pod("p", cpu="4"), (fits,)),  # unschedulable
+        (pod("high", cpu="500m", priority=1000), (NodeInfo.create("n1", cpu=1000, memory=1 << 30, pods=10, bound=(low,)),)),
+    ):
+        before = candidate.model_dump()
+        out = reconcile_scheduling(candidate, snapshot(*nodes), NOW)
+        assert out.actions and candidate.model_dump() == before
+        # And applying the unschedulable status, then reporting again, still leaves it alone.
+        written = next((a.obj for a in out.actions if isinstance(a, UpdateStatus)), None)
+        if written is not None:
+            again_before = written.model_dump()
+            reconcile_scheduling(written, snapshot(*nodes), NOW + 1)
+            assert written.model_dump() == again_before
