@@ -37,7 +37,7 @@ from meshwork.proxy import plan
 from meshwork.proxy.mesh import ClusterState
 from meshwork.proxy.tls import HTTP_ALPN, ContextHolder, ListenerTls, TlsMode, server_context
 
-__all__ = ["GatewayTls"]
+__all__ = ["AppCluster", "GatewayTls"]
 
 _VERSIONS: dict[str, ssl.TLSVersion] = {
     "TLSV1_0": ssl.TLSVersion.TLSv1,
@@ -78,7 +78,7 @@ def _context(server: TlsServer, cert: str, key: str, ca: str | None) -> ssl.SSLC
     return ctx
 
 
-class _AppCluster:
+class AppCluster:
     """A cluster's endpoints at their app addresses (never through their sidecar), balanced by its state."""
 
     __slots__ = ("_app", "_target", "limits", "name", "state")
@@ -170,7 +170,7 @@ class GatewayTls:
             weights = [max(d.weight, 0) for d in route.destinations]
             dest = rng.choices(route.destinations, weights=weights if any(weights) else None)[0]
             state = states.get(dest.cluster)
-            return _AppCluster(state) if state is not None else None
+            return AppCluster(state) if state is not None else None
 
         return hook
 

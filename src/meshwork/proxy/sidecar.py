@@ -351,7 +351,8 @@ class Sidecar:
     async def _gateway_listeners(self, table: Any, loop: asyncio.AbstractEventLoop,
                                  mtls: OutboundMtls | None = None) -> str | None:  # fmt: skip
         """A gateway's listeners for ``table`` (``proxy.gateway``); the servers left out and why, or None."""
-        self.gateway = self.gateway or GatewayListeners(self.rng)
+        self.gateway = self.gateway or GatewayListeners(self.rng, host=self.options.listen_host,
+                                                        reuse_port=self.options.reuse_port, observer=self._observer)
 
         def decider_for(port: int) -> Decider:
             mesh = MeshDecider(table, states=self.states, rng=self.rng, clock=loop.time, listener_port=port, tls=mtls)

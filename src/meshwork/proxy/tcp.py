@@ -133,6 +133,11 @@ class TcpProxy:
             )
         return int(self._server.sockets[0].getsockname()[1])
 
+    def protocol(self) -> asyncio.Protocol:
+        """A new client connection's protocol: splices it to an endpoint of ``cluster`` (a listener
+        that decides the cluster per connection, ``proxy.gatewaytcp``, hands these out)."""
+        return _Client(self)
+
     async def accept(self, sock: socket.socket) -> None:
         """Splice an already accepted client socket (a TLS passthrough listener hands these over).
 

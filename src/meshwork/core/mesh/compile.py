@@ -42,8 +42,12 @@ when it builds one proxy's Envoy configuration:
 * **TCP routes** (``tcp[]``) per listener port: for sidecars by service host
   (the first route whose ``port``, ``gateways``, ``sourceLabels`` and
   ``sourceNamespace`` hold, else the service itself), for gateways on their
-  TCP servers' ports (host ``*``). ``destinationSubnets`` and
-  ``sourceSubnet`` are not evaluated.
+  TCP servers' ports (protocol TCP, MONGO, MYSQL or REDIS; host ``*``): the
+  first route of the oldest bound VirtualService whose hosts overlap the
+  server's; a TCP server port with no such route is in the table with no
+  route (the gateway listens and closes its connections, as Envoy does
+  with no filter chain match). ``destinationSubnets`` and ``sourceSubnet``
+  are not evaluated.
 * ``exportTo`` is honoured for VirtualServices, DestinationRules and
   ServiceEntries.
 """
@@ -98,6 +102,7 @@ from meshwork.model.istio_traffic import (
 
 ROOT_NAMESPACE = "istio-system"  # Istio's default meshConfig.rootNamespace
 NON_SERVICE_PORT = 80  # where a sidecar serves VirtualService hosts that name no service
+TCP_PROTOCOLS = frozenset({"TCP", "MONGO", "MYSQL", "REDIS"})  # Gateway server protocols Istio proxies as TCP
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,6 +499,21 @@ def _tcp_route(vs: VirtualService, ctx: Context) -> TcpRoute | None:
     return None
 
 
+def _server_admits(server_hosts: Sequence[str], vs_hosts: Sequence[str], vs_ns: str, gw_ns: str) -> bool:
+    """Whether a Gateway server's hosts (``ns/host``) admit a VirtualService with ``vs_hosts``.
+
+    For TCP only whether they overlap matters (Istio's ``pickMatchingGatewayHosts``):
+    the connection carries no host to route by.
+    """
+    for server_host in server_hosts:
+        ns_part, slash, host_part = server_host.lower().rpartition("/")
+        if slash and ns_part not in ("*", vs_ns) and not (ns_part == "." and vs_ns == gw_ns):
+            continue
+        if any(hosts_intersect(h, host_part) for h in vs_hosts):
+            return True
+    return False
+
+
 def _tcp_routes(
     snap: Snapshot, services: Sequence[Service], vss: Sequence[tuple[list[str], VirtualService]]
 ) -> dict[int, dict[str, TcpRoute]]:
@@ -506,16 +526,20 @@ def _tcp_routes(
         for gw in sorted(snap.gateways, key=_created):
             if not _labels_match(gw.spec.selector, proxy.labels):
                 continue
-            gw_id = f"{_ns(gw)}/{gw.metadata.name}"
+            gw_ns = _ns(gw)
+            gw_id = f"{gw_ns}/{gw.metadata.name}"
             for server in gw.spec.servers or []:
-                if server.port.protocol.upper() not in ("TCP", "MONGO", "MYSQL", "REDIS"):
+                if server.port.protocol.upper() not in TCP_PROTOCOLS:
                     continue
                 port = server.port.number
+                routes = out.setdefault(port, {})  # listened on even with no route (its connections close)
                 ctx = Context(gw_id, port, proxy.namespace, proxy.labels, snap.domain, only.get)
-                for _, vs in with_tcp:
+                for hosts, vs in with_tcp:
+                    if "*" in routes or not _server_admits(server.hosts or [], hosts, _ns(vs), gw_ns):
+                        continue
                     route = _tcp_route(vs, ctx)
                     if route is not None:
-                        out.setdefault(port, {}).setdefault("*", route)
+                        routes["*"] = route
         return out
     mesh = [(h, v) for h, v in with_tcp if "mesh" in (v.spec.gateways or ["mesh"])]
     for svc in services:

@@ -269,7 +269,9 @@ class RoutingTable:
     domain: str = "cluster.local"
     version: str = ""
     allow_any: bool = True  # outboundTrafficPolicy ALLOW_ANY: unknown hosts pass through
-    tcp: Mapping[int, Mapping[str, TcpRoute]] = field(default_factory=dict)  # port -> host ("*")
+    # TCP routes: port -> host -> route. A gateway's are under host "*", and each of its TCP
+    # servers' ports is here, with no route when none applies (``core.mesh.gateway_tcp``).
+    tcp: Mapping[int, Mapping[str, TcpRoute]] = field(default_factory=dict)
     gateway_tls: Mapping[int, PortTls] = field(default_factory=dict)  # gateways: each TLS port's servers
     # Decisions that do not depend on the request beyond the route and destination,
     # built once and shared (the fast path of ``route.match_route``), by id(vhost), id(dest).
