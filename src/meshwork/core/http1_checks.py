@@ -86,10 +86,14 @@ _HEAD: Final = re.compile(
 _FIELDS: Final = re.compile(rb"(?:[" + _NAME_CHAR + rb"]+:[" + _VALUE_CHAR + rb"]*\r\n)*\r\n")
 # The headers that decide framing, routing and connection handling, found in a
 # lower-cased copy of a validated head (so ``name:`` is exact: no whitespace can
-# precede the colon once ``_HEAD`` matched).
+# precede the colon once ``_HEAD`` matched); and the other hop-by-hop fields
+# (RFC 9110 §7.6.1), only so that a head without any is known to be hop-free.
 _SPECIAL: Final = re.compile(
-    rb"\r\n(content-length|transfer-encoding|host|connection|expect|upgrade):([^\r\n]*)"
+    rb"\r\n(content-length|transfer-encoding|host|connection|expect|upgrade"
+    rb"|keep-alive|proxy-connection|te|http2-settings):([^\r\n]*)"
 )
+# What a proxy may forward as it came: any special field but these is hop-by-hop.
+_END_TO_END: Final = frozenset((b"host", b"content-length", b"transfer-encoding"))
 # Splits a validated field section into (name, value) pairs; values still carry
 # any trailing OWS, which ``split_fields`` strips only when there is some.
 _FIELD: Final = re.compile(rb"([^:\r\n]+):[ \t]*([^\r\n]*)\r\n")
@@ -121,10 +125,12 @@ def _reject(msg: str, status: int = 400) -> RemoteProtocolError:
 
 # The framing facts of one validated head, in ``Request``'s field order:
 # (method, target, version, head, content_length, chunked, keep_alive,
-#  expect_continue, upgrade, host, fields_start). A plain tuple, because this
-# is built once per request on the proxy's hot path.
+#  expect_continue, upgrade, host, fields_start, hop_free). ``hop_free``: no
+# hop-by-hop field at all (Connection, Keep-Alive, Proxy-Connection, TE,
+# Upgrade, Expect, HTTP2-Settings), so a proxy forwards the head as it came.
+# A plain tuple, because this is built once per request on the proxy's hot path.
 Head = tuple[
-    bytes, bytes, bytes, bytes, int | None, bool, bool, bool, bytes | None, bytes | None, int
+    bytes, bytes, bytes, bytes, int | None, bool, bool, bool, bytes | None, bytes | None, int, bool
 ]
 
 # Host values (as they appear after the colon, lower-cased) already found
@@ -176,6 +182,7 @@ def check_head(head: bytes, max_body: int | None) -> Head:
             None,
             _HOST_CACHE[specials[0][1]],
             line_end + 2,
+            True,
         )
 
     host: bytes | None = None
@@ -185,6 +192,7 @@ def check_head(head: bytes, max_body: int | None) -> Head:
     conns: list[bytes] | None = None
     expects: list[bytes] | None = None
     upgrades: list[bytes] | None = None
+    hop_free = True
     for name, raw in specials:
         value = raw.strip(b" \t")
         if name == b"host":
@@ -198,8 +206,10 @@ def check_head(head: bytes, max_body: int | None) -> Head:
             conns = [value] if conns is None else [*conns, value]
         elif name == b"expect":
             expects = [value] if expects is None else [*expects, value]
-        else:
+        elif name == b"upgrade":
             upgrades = [value] if upgrades is None else [*upgrades, value]
+        if hop_free and name not in _END_TO_END:
+            hop_free = False  # keep-alive, proxy-connection, te, http2-settings: only this
 
     if host is not None and hosts == 1 and host in _HOST_CACHE:
         host = _HOST_CACHE[host]
@@ -258,6 +268,7 @@ def check_head(head: bytes, max_body: int | None) -> Head:
         upgrade,
         host,
         line_end + 2,
+        hop_free,
     )
 
 

@@ -111,7 +111,7 @@ def request_head(req: Request, plan: Forward) -> bytes:
         and plan.rewrite_authority is None
     ):
         hop = _REQ_HOP_UPGRADE if upgrade else _REQ_HOP
-        if hop.search(head, start) is not None:
+        if not req.hop_free and hop.search(head, start) is not None:
             if _NOMINATES.search(head, start) is not None and _nominated(head):
                 return _slow_request_head(req, plan)
             head = head[:start] + hop.sub(b"", head[start:])

@@ -27,7 +27,6 @@ import dataclasses
 import json
 import sys
 import time
-from bisect import bisect_left as _bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Final, Literal
@@ -203,6 +202,20 @@ _FLOAT_BOUNDS: Final = tuple(float(b) for b in BUCKETS)
 _INT_BOUNDS: Final = tuple(int(b) for b in BUCKETS)
 
 
+def slot_of(bounds: tuple[float, ...] | tuple[int, ...], value: float) -> int:
+    """``bisect_left(bounds, value)``: the first bucket whose bound is at least ``value``.
+
+    A scan from the smallest bound: a request's duration (ms) and sizes sit in
+    the first few buckets, and compiled (meshwork._accel) this loop costs less
+    than calling bisect.
+    """
+    i = 0
+    n = len(bounds)
+    while i < n and bounds[i] < value:
+        i += 1
+    return i
+
+
 def _merge(into: list[float], add: list[float]) -> None:
     for i, v in enumerate(add):
         into[i] += v
@@ -268,9 +281,9 @@ class MetricsObserver:
         s[1] += ms
         s[2] += n
         s[3] += r
-        s[_DUR + _bisect(_FLOAT_BOUNDS, ms)] += 1
-        s[_REQ + _bisect(_INT_BOUNDS, n)] += 1
-        s[_RESP + _bisect(_INT_BOUNDS, r)] += 1
+        s[_DUR + slot_of(_FLOAT_BOUNDS, ms)] += 1
+        s[_REQ + slot_of(_INT_BOUNDS, n)] += 1
+        s[_RESP + slot_of(_INT_BOUNDS, r)] += 1
 
     def _tcp(self, info: ConnectionInfo) -> _Tcp:
         key = (info.cluster, info.upstream if self.outbound else info.source, 0, info.flags, _UNSEEN)

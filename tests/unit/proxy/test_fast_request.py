@@ -138,3 +138,27 @@ _LINE = st.sampled_from([
 def test_generated_heads_give_the_same_events(line: bytes, fields: list[bytes]) -> None:
     raw = line + b"\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n"
     _same(raw)
+
+
+_HOP_NAMES = ["Connection", "Keep-Alive", "Proxy-Connection", "TE", "Upgrade", "Expect", "HTTP2-Settings"]
+_OTHER_NAMES = ["Host", "Content-Length", "Accept", "X-Te", "X-Upgrade", "Teapot", "Connection-Id", "User-Agent"]
+_VALUES = {"connection": "keep-alive", "keep-alive": "timeout=5", "proxy-connection": "keep-alive",
+           "te": "trailers", "upgrade": "h2c", "expect": "100-continue", "http2-settings": "AAMAAABkAAQAoAAAAAIAAAAA",
+           "content-length": "0"}  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_HOP_NAMES + _OTHER_NAMES), max_size=5), st.booleans())
+def test_hop_free_says_exactly_whether_the_head_has_a_hop_by_hop_field(names: list[str], lower: bool) -> None:
+    fields = [("Host", "a.test")] + [(n.lower() if lower else n, _VALUES.get(n.lower(), "1")) for n in names
+                                     if n.lower() != "host"]  # fmt: skip
+    raw = b"GET / HTTP/1.1\r\n" + b"".join(f"{n}: {v}\r\n".encode() for n, v in fields) + b"\r\n"
+    seen = 0
+    for got in (_general(raw), _fast(raw)):
+        if not got or not isinstance(got[0], http1.Request):
+            continue  # refused (two Content-Length lines, an unknown expectation...) or declined
+        req = got[0]
+        seen += 1
+        expected = not any(n.lower() in {h.lower() for h in _HOP_NAMES} for n, _ in fields)
+        assert req.hop_free is expected, raw
+    assert seen != 1, raw  # both paths take the head, or neither

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
 import io
 import json
 import ssl
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from meshwork.core.http1 import Request
@@ -21,6 +24,7 @@ from meshwork.proxy.telemetry import (
     Peer,
     escape_label,
     parse_cluster,
+    slot_of,
 )
 
 REVIEWS = "outbound|9080|v1|reviews.default.svc.cluster.local"
@@ -257,3 +261,13 @@ def test_access_log_writes_envoy_fields_in_batches() -> None:
     log.request_done(info())
     log.close()
     assert stream.writes == 2 and len(stream.getvalue().splitlines()) == 4
+
+
+@given(st.floats(min_value=0, max_value=1e8, allow_nan=False) | st.integers(min_value=0, max_value=10**8)
+       | st.sampled_from([float(b) for b in BUCKETS]))
+def test_a_value_lands_in_the_bucket_bisect_gives(value: float) -> None:
+    floats = tuple(float(b) for b in BUCKETS)
+    ints = tuple(int(b) for b in BUCKETS)
+    assert slot_of(floats, value) == bisect.bisect_left(floats, value)
+    if isinstance(value, int):
+        assert slot_of(ints, value) == bisect.bisect_left(ints, value)
