@@ -86,9 +86,12 @@ def test_a_gateway_with_two_workers_serves_on_both_follows_config_and_leaves_no_
         assert reply.status == 200, reply.body
 
         def gateway_pod() -> dict[str, Any] | None:
-            pods = [p for p in node.pods("istio-system") if is_ready(p) and "deletionTimestamp" not in p["metadata"]
-                    and "--workers" in p["spec"]["containers"][0].get("args", [])]  # fmt: skip
-            return pods[0] if len(pods) == 1 else None
+            pods = node.pods("istio-system")
+            if len(pods) != 1:
+                return None  # the old gateway is still draining: it shares the host port, and would count
+            pod = pods[0]
+            ready = is_ready(pod) and "deletionTimestamp" not in pod["metadata"]
+            return pod if ready and "--workers" in pod["spec"]["containers"][0].get("args", []) else None
 
         pod = wait_for(gateway_pod, 90, "the gateway pod with two workers")
         ip = pod["status"]["podIP"]
