@@ -111,6 +111,7 @@ class Server:
     data_dir: Path
     proc: subprocess.Popen[str] | None = None
     port: int = 0
+    log_level: str = "WARNING"  # the server's and agent's (coldstart_bench --timeline reads DEBUG lines)
 
     @property
     def token(self) -> str:
@@ -126,7 +127,7 @@ class Server:
         return int((self.data_dir / "agent.pid").read_text().strip())
 
     def start(self) -> None:
-        env = {**os.environ, "MESHWORK_HOME": str(self.data_dir), "MESHWORK_LOG_LEVEL": "WARNING"}
+        env = {**os.environ, "MESHWORK_HOME": str(self.data_dir), "MESHWORK_LOG_LEVEL": self.log_level}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "meshwork", "server", "--host", "127.0.0.1", "--port", "0",
              "--data-dir", str(self.data_dir), "--agent", "--node-name", NODE, "--no-ingress-gateway"],

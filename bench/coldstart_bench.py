@@ -29,10 +29,8 @@ import argparse
 import contextlib
 import http.client
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -88,30 +86,9 @@ def _apply(api: Api, path: str, body: dict[str, Any]) -> None:
 # -- the timeline (--timeline) ---------------------------------------------------------------
 
 
-class _DebugServer(Server):
-    """The bench's server with the server's and agent's logs at DEBUG."""
-
-    def start(self) -> None:
-        env = {**os.environ, "MESHWORK_HOME": str(self.data_dir), "MESHWORK_LOG_LEVEL": "DEBUG"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meshwork", "server", "--host", "127.0.0.1", "--port", "0",
-             "--data-dir", str(self.data_dir), "--agent", "--node-name", NODE, "--no-ingress-gateway"],
-            stdout=subprocess.PIPE, stderr=open(self.data_dir / "bench-server.log", "a"),
-            text=True, env=env, start_new_session=True,
-        )  # fmt: skip
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline and (line := self.proc.stdout.readline()):
-            if "listening on" in line:
-                self.port = int(line.strip().rsplit(":", 1)[-1])
-                threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-                return
-        raise RuntimeError("meshwork server did not start")
-
-
 @contextlib.contextmanager
 def _debug_server() -> Iterator[tuple[Server, Api]]:
-    server = _DebugServer(Path(tempfile.mkdtemp(prefix="bench-cold-")))
+    server = Server(Path(tempfile.mkdtemp(prefix="bench-cold-")), log_level="DEBUG")
     try:
         server.start()
         api = Api(server.port, server.token)

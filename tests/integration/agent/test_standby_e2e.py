@@ -17,22 +17,13 @@ from typing import Any
 
 import pytest
 
-from support.node import is_ready, running_node, wait_for
+from support.node import SERVE_HOSTNAME, is_ready, running_node, wait_for
 from support.server import pod_processes
 
 pytestmark = pytest.mark.integration
 
 NS = "sb"
-SERVE = (
-    "import http.server, os\n"
-    "class H(http.server.BaseHTTPRequestHandler):\n"
-    "    def do_GET(self):\n"
-    "        body = os.environ['HOSTNAME'].encode()\n"
-    "        self.send_response(200); self.send_header('Content-Length', str(len(body)))\n"
-    "        self.end_headers(); self.wfile.write(body)\n"
-    "    def log_message(self, *a): pass\n"
-    "http.server.ThreadingHTTPServer((os.environ['POD_IP'], 8080), H).serve_forever()\n"
-)
+SERVE = SERVE_HOSTNAME  # answers with its pod's name
 
 
 def _spare_pid(home: Path) -> int | None:
