@@ -85,14 +85,18 @@ def _changed_in(period: float, events: tuple[tuple[float, int], ...], now: float
     return sum(change for when, change in events if when > now - period)
 
 
+def _period_start(current: int, history: History, period: float, now: float) -> int:
+    """The replica count a policy's period began with: the changes made within it undone."""
+    return current - _changed_in(period, history.scale_ups, now) + _changed_in(period, history.scale_downs, now)
+
+
 def scale_up_limit(current: int, history: History, rules: HPAScalingRules, now: float) -> int:
     """The most replicas the scale-up policies allow now (``calculateScaleUpLimitWithScalingRules``)."""
     if rules.select_policy == "Disabled":
         return current
     proposals = []
     for policy in rules.policies or ():
-        start = (current - _changed_in(policy.period_seconds, history.scale_ups, now)
-                 + _changed_in(policy.period_seconds, history.scale_downs, now))  # fmt: skip
+        start = _period_start(current, history, policy.period_seconds, now)
         if policy.type == "Pods":
             proposals.append(start + policy.value)
         else:
@@ -108,8 +112,7 @@ def scale_down_limit(current: int, history: History, rules: HPAScalingRules, now
         return current
     proposals = []
     for policy in rules.policies or ():
-        start = (current - _changed_in(policy.period_seconds, history.scale_ups, now)
-                 + _changed_in(policy.period_seconds, history.scale_downs, now))  # fmt: skip
+        start = _period_start(current, history, policy.period_seconds, now)
         if policy.type == "Pods":
             proposals.append(start - policy.value)
         else:
