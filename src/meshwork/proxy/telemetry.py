@@ -188,37 +188,74 @@ def _num(value: float) -> str:
 _LE: Final = (*(_num(b) for b in BUCKETS), "+Inf")
 
 
-# Raw counts for one key live in one flat list (fewest operations per request):
-# [count, duration sum (ms), request bytes sum, response bytes sum,
-#  duration buckets..., request-size buckets..., response-size buckets...],
-# buckets non-cumulative, the last of each group being +Inf.
-_DUR: Final = 4
-_REQ: Final = _DUR + _N
-_RESP: Final = _REQ + _N
-_WIDTH: Final = _RESP + _N
 # bisect over floats for durations; over ints for sizes (int comparisons are
-# about twice as fast, and for an integer n, n <= 0.5 exactly when n <= 0).
-_FLOAT_BOUNDS: Final = tuple(float(b) for b in BUCKETS)
-_INT_BOUNDS: Final = tuple(int(b) for b in BUCKETS)
+# cheaper, and for an integer n, n <= 0.5 exactly when n <= 0).
+_FLOAT_BOUNDS: Final[tuple[float, ...]] = tuple(float(b) for b in BUCKETS)
+_INT_BOUNDS: Final[tuple[int, ...]] = tuple(int(b) for b in BUCKETS)
+_NB: Final = len(BUCKETS)
 
 
-def slot_of(bounds: tuple[float, ...] | tuple[int, ...], value: float) -> int:
-    """``bisect_left(bounds, value)``: the first bucket whose bound is at least ``value``.
+def ms_slot(ms: float) -> int:
+    """``bisect_left(BUCKETS, ms)``: the first duration bucket whose bound is at least ``ms``.
 
-    A scan from the smallest bound: a request's duration (ms) and sizes sit in
-    the first few buckets, and compiled (meshwork._accel) this loop costs less
-    than calling bisect.
+    Most requests take well under 10 ms, so the first bounds are written out
+    (compiled, each is one float comparison) and only slower ones scan on.
     """
-    i = 0
-    n = len(bounds)
-    while i < n and bounds[i] < value:
+    if ms <= 0.5:
+        return 0
+    if ms <= 1.0:
+        return 1
+    if ms <= 5.0:
+        return 2
+    if ms <= 10.0:
+        return 3
+    i = 4
+    while i < _NB and _FLOAT_BOUNDS[i] < ms:
         i += 1
     return i
 
 
-def _merge(into: list[float], add: list[float]) -> None:
-    for i, v in enumerate(add):
-        into[i] += v
+def size_slot(n: int) -> int:
+    """``bisect_left(BUCKETS, n)`` for a byte count: small bodies decide in the first comparisons."""
+    if n <= 0:
+        return 0
+    if n <= 1:
+        return 1
+    if n <= 5:
+        return 2
+    if n <= 10:
+        return 3
+    i = 4
+    while i < _NB and _INT_BOUNDS[i] < n:
+        i += 1
+    return i
+
+
+class _Series:
+    """Raw counts for one key: sums, and the three histograms' non-cumulative buckets
+    (the last of each being +Inf). Typed fields, so that counting a request
+    (compiled) is mostly unboxed arithmetic."""
+
+    __slots__ = ("count", "dur", "ms", "req", "req_sizes", "resp", "resp_sizes")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.ms = 0.0  # duration sum, milliseconds
+        self.req = 0  # request bytes sum
+        self.resp = 0  # response bytes sum
+        self.dur: list[int] = [0] * _N
+        self.req_sizes: list[int] = [0] * _N
+        self.resp_sizes: list[int] = [0] * _N
+
+    def merge(self, other: _Series) -> None:
+        self.count += other.count
+        self.ms += other.ms
+        self.req += other.req
+        self.resp += other.resp
+        for mine, theirs in ((self.dur, other.dur), (self.req_sizes, other.req_sizes),
+                             (self.resp_sizes, other.resp_sizes)):  # fmt: skip
+            for i in range(_N):
+                mine[i] += theirs[i]
 
 
 class _Tcp:
@@ -257,7 +294,7 @@ class MetricsObserver:
         self.reporter: Reporter = reporter
         self.outbound = reporter == "source"
         self.mtls = mtls
-        self.http: dict[_Key, list[float]] = {}
+        self.http: dict[_Key, _Series] = {}
         self.tcp: dict[_Key, _Tcp] = {}
 
     def request_done(self, info: RequestInfo) -> None:
@@ -273,17 +310,17 @@ class MetricsObserver:
         key = (info.cluster, info.upstream if self.outbound else info.source, info.status, info.flags, ident)
         s = self.http.get(key)
         if s is None:
-            s = self.http[key] = [0] * _WIDTH
+            s = self.http[key] = _Series()
         ms = info.duration * 1000.0
         n = info.request_bytes
         r = info.response_bytes
-        s[0] += 1
-        s[1] += ms
-        s[2] += n
-        s[3] += r
-        s[_DUR + slot_of(_FLOAT_BOUNDS, ms)] += 1
-        s[_REQ + slot_of(_INT_BOUNDS, n)] += 1
-        s[_RESP + slot_of(_INT_BOUNDS, r)] += 1
+        s.count += 1
+        s.ms += ms
+        s.req += n
+        s.resp += r
+        s.dur[ms_slot(ms)] += 1
+        s.req_sizes[size_slot(n)] += 1
+        s.resp_sizes[size_slot(r)] += 1
 
     def _tcp(self, info: ConnectionInfo) -> _Tcp:
         key = (info.cluster, info.upstream if self.outbound else info.source, 0, info.flags, _UNSEEN)
@@ -358,17 +395,17 @@ class MeshMetrics:
             protocol, str(status), flags or "-", "", policy,
         )  # fmt: skip
 
-    def collect(self) -> tuple[dict[tuple[str, ...], list[float]], dict[tuple[str, ...], _Tcp]]:
+    def collect(self) -> tuple[dict[tuple[str, ...], _Series], dict[tuple[str, ...], _Tcp]]:
         """Raw counts merged by full label set (two endpoints of one workload share a series)."""
-        http: dict[tuple[str, ...], list[float]] = {}
+        http: dict[tuple[str, ...], _Series] = {}
         tcp: dict[tuple[str, ...], _Tcp] = {}
         for o in self.observers:
             for (cluster, addr, status, flags, ident), s in list(o.http.items()):
                 labels = self._labels(o, cluster, addr, status, flags, "http", ident)
                 agg = http.get(labels)
                 if agg is None:
-                    agg = http[labels] = [0] * _WIDTH
-                _merge(agg, s)
+                    agg = http[labels] = _Series()
+                agg.merge(s)
             for (cluster, addr, _, flags, _ident), t in list(o.tcp.items()):
                 labels = self._labels(o, cluster, addr, 0, flags, "tcp")
                 aggt = tcp.get(labels)
@@ -381,17 +418,18 @@ class MeshMetrics:
         """The Prometheus text exposition format 0.0.4 of every series."""
         http, tcp = self.collect()
         out: list[str] = []
-        http_items = sorted(http.items())
+        http_items = sorted(http.items(), key=_first)
         _family(out, "istio_requests_total", "counter", "Requests handled by this proxy.",
-                ((_pairs(labels), s[0]) for labels, s in http_items))  # fmt: skip
-        for name, help_, start, total in (
-            ("istio_request_duration_milliseconds", "Request duration in milliseconds.", _DUR, 1),
-            ("istio_request_bytes", "HTTP request body sizes in bytes.", _REQ, 2),
-            ("istio_response_bytes", "HTTP response body sizes in bytes.", _RESP, 3),
-        ):
-            _histogram(out, name, help_, ((_pairs(lb), s[start:start + _N], s[total], s[0])
-                                          for lb, s in http_items))  # fmt: skip
-        tcp_items = sorted(tcp.items())
+                ((_pairs(labels), s.count) for labels, s in http_items))  # fmt: skip
+        pairs = [_pairs(labels) for labels, _ in http_items]
+        series = [s for _, s in http_items]
+        _histogram(out, "istio_request_duration_milliseconds", "Request duration in milliseconds.",
+                   ((p, s.dur, s.ms, s.count) for p, s in zip(pairs, series, strict=True)))  # fmt: skip
+        _histogram(out, "istio_request_bytes", "HTTP request body sizes in bytes.",
+                   ((p, s.req_sizes, s.req, s.count) for p, s in zip(pairs, series, strict=True)))  # fmt: skip
+        _histogram(out, "istio_response_bytes", "HTTP response body sizes in bytes.",
+                   ((p, s.resp_sizes, s.resp, s.count) for p, s in zip(pairs, series, strict=True)))  # fmt: skip
+        tcp_items = sorted(tcp.items(), key=_first)
         for name, help_, attr in (
             ("istio_tcp_sent_bytes_total", "Bytes sent to the client of TCP connections.", "sent"),
             ("istio_tcp_received_bytes_total", "Bytes received from the client of TCP connections.", "received"),
@@ -408,7 +446,7 @@ class MeshMetrics:
         by_service: dict[tuple[str, str], int] = {}
         total = 0
         for labels, s in http.items():
-            n = int(s[0])
+            n = s.count
             total += n
             by_code[labels[17]] = by_code.get(labels[17], 0) + n
             key = (labels[0], labels[12])
@@ -423,6 +461,10 @@ class MeshMetrics:
         return "\n".join(lines) + "\n"
 
 
+def _first(item: tuple[tuple[str, ...], object]) -> tuple[str, ...]:
+    return item[0]
+
+
 def _pairs(labels: tuple[str, ...]) -> str:
     return ",".join(f'{k}="{escape_label(v)}"' for k, v in zip(LABELS, labels, strict=True))
 
@@ -432,7 +474,7 @@ def _family(out: list[str], name: str, kind: str, help_: str, rows: Iterable[tup
     out.extend(f"{name}{{{pairs}}} {_num(value)}\n" for pairs, value in rows)
 
 
-def _histogram(out: list[str], name: str, help_: str, rows: Iterable[tuple[str, list[float], float, float]]) -> None:
+def _histogram(out: list[str], name: str, help_: str, rows: Iterable[tuple[str, list[int], float, int]]) -> None:
     out.append(f"# HELP {name} {help_}\n# TYPE {name} histogram\n")
     for pairs, buckets, total, count in rows:
         cumulative = 0.0

@@ -23,8 +23,9 @@ from meshwork.proxy.telemetry import (
     MeshMetrics,
     Peer,
     escape_label,
+    ms_slot,
     parse_cluster,
-    slot_of,
+    size_slot,
 )
 
 REVIEWS = "outbound|9080|v1|reviews.default.svc.cluster.local"
@@ -263,11 +264,12 @@ def test_access_log_writes_envoy_fields_in_batches() -> None:
     assert stream.writes == 2 and len(stream.getvalue().splitlines()) == 4
 
 
-@given(st.floats(min_value=0, max_value=1e8, allow_nan=False) | st.integers(min_value=0, max_value=10**8)
-       | st.sampled_from([float(b) for b in BUCKETS]))
-def test_a_value_lands_in_the_bucket_bisect_gives(value: float) -> None:
-    floats = tuple(float(b) for b in BUCKETS)
-    ints = tuple(int(b) for b in BUCKETS)
-    assert slot_of(floats, value) == bisect.bisect_left(floats, value)
-    if isinstance(value, int):
-        assert slot_of(ints, value) == bisect.bisect_left(ints, value)
+@given(st.floats(min_value=0, max_value=1e8, allow_nan=False) | st.sampled_from([float(b) for b in BUCKETS])
+       | st.sampled_from([float(b) + d for b in BUCKETS for d in (-1e-9, 1e-9)]))  # fmt: skip
+def test_a_duration_lands_in_the_bucket_bisect_gives(value: float) -> None:
+    assert ms_slot(value) == bisect.bisect_left(BUCKETS, value)
+
+
+@given(st.integers(min_value=0, max_value=10**8) | st.sampled_from([int(b) + d for b in BUCKETS for d in (-1, 0, 1)]))
+def test_a_size_lands_in_the_bucket_bisect_gives(value: int) -> None:
+    assert size_slot(value) == bisect.bisect_left(BUCKETS, value)
