@@ -15,8 +15,10 @@ which never changes an answer.
 Performance rule: a well-formed head is validated by one compiled regex
 (``_HEAD``) and its framing headers are found by a second one (``_SPECIAL``),
 so a small GET costs a handful of C-level scans and no per-header Python
-callback. The slow, line-by-line ``diagnose_head`` runs only on the error path,
-to say precisely what was wrong.
+callback. Compiled (``meshwork._accel``), the usual head (a known method, an
+origin-form target) is checked instead by ``_scan``, a loop over its bytes
+that reaches the same verdict in about half the time. The slow, line-by-line
+``diagnose_head`` runs only on the error path, to say precisely what was wrong.
 """
 
 from __future__ import annotations
@@ -119,6 +121,13 @@ _BARE_CR_LF: Final = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 _VERSION: Final = re.compile(rb"HTTP/([0-9])\.([0-9])")
 
 
+# Compiled (``meshwork._accel``), a loop over bytes costs a few machine
+# instructions per byte, and the fast scan below (``_scan``) checks a usual
+# head in about half the time the regex takes; interpreted, the regex's C loop
+# wins, so only a compiled build scans. (``make test`` runs this module's tests
+# both ways; the scan's own tests call it either way.)
+_COMPILED: Final = not __file__.endswith(".py")
+
 # The fast scan's byte sets. ``_LINE_TABLE`` is a ``bytes.translate`` table
 # mapping every byte a field value may hold (and so a request line) to itself
 # and every other byte elsewhere: a translation equal to its input had only
@@ -179,7 +188,7 @@ def check_head(head: bytes, max_body: int | None) -> Head:
     Returns the framing facts, or raises ``RemoteProtocolError``. ``max_body``
     turns a Content-Length above it into 413 before any body byte is read.
     """
-    scanned = _scan(head)
+    scanned = _scan(head) if _COMPILED else None
     if scanned is not None:
         # The usual head: a known method, an origin-form target, few fields.
         method, target, line_end, specials = scanned
@@ -317,8 +326,8 @@ def _scan(head: bytes) -> tuple[bytes, bytes, int, list[tuple[bytes, bytes]]] | 
     within the limits); returns (method, target, end of the request line,
     and what ``_SPECIAL`` finds in the lower-cased head). Anything else,
     valid or not, returns None and takes the general path, which decides and
-    explains. Compiled, this is one split, one table pass over the head and
-    a byte loop over each field name, instead of a regex engine step per byte.
+    explains. This is one split, one table pass over the head and a look at
+    each field name, instead of a regex engine step per byte.
     """
     lines = head.split(b"\r\n")
     n = len(lines)
@@ -328,48 +337,65 @@ def _scan(head: bytes) -> tuple[bytes, bytes, int, list[tuple[bytes, bytes]]] | 
     if joined.translate(_LINE_TABLE) != joined:
         return None  # a control byte, DEL, NUL, or a CR or LF not in a CRLF pair
     request_line = lines[0]
-    size = len(request_line)
-    if size > MAX_REQUEST_LINE:
+    if len(request_line) > MAX_REQUEST_LINE:
         return None
-    sp = 0
-    while sp < size and request_line[sp] != 32:  # 32 is SP
-        sp += 1
-    method = request_line[:sp]
+    parsed = _method_and_target(request_line)
+    if parsed is None:
+        return None
+    method, target = parsed
     if not (method == b"GET" or method in KNOWN_METHODS) or method == b"CONNECT":
         return None
-    end = sp + 1
-    if end >= size or request_line[end] != 47:  # 47 is "/": origin-form
-        return None
-    while end < size and _TARGET_OK[request_line[end]]:
-        end += 1
-    version = request_line[end:]
-    if version != b" HTTP/1.1" and version != b" HTTP/1.0":
-        return None
-    target = request_line[sp + 1 : end]
     specials: list[tuple[bytes, bytes]] = []
     for i in range(1, n - 2):
         line = lines[i]
-        size = len(line)
-        colon = 0
-        while colon < size and _NAME_OK[line[colon]]:
-            colon += 1
-        if colon == 0 or colon == size or line[colon] != 58:  # 58 is ":"
+        colon = _name_length(line)
+        if colon == 0:
             return None  # no name, no colon, or a byte no name may hold (whitespace, "_", obs-fold)
         if colon < 18:
-            for special in _SPECIAL_BY_LENGTH[colon]:
-                if _name_is(line, special):
-                    specials.append((special, line[colon + 1 :].lower()))
-                    break
+            special = _special_name(line, colon)
+            if special is not None:
+                specials.append((special, line[colon + 1 :].lower()))
     return method, target, len(request_line), specials
 
 
-def _name_is(line: bytes, special: bytes) -> bool:
-    """Whether ``line`` starts with ``special`` (lower-case letters, digits, "-") in any case."""
-    for i in range(len(special)):
-        b = line[i]
-        if b != special[i] and b + 32 != special[i]:
-            return False
-    return True
+def _method_and_target(line: bytes) -> tuple[bytes, bytes] | None:
+    """(method, target) of ``METHOD SP origin-form SP HTTP/1.x`` (1.0 or 1.1), else None."""
+    size = len(line)
+    sp = 0
+    while sp < size and line[sp] != 32:  # 32 is SP
+        sp += 1
+    end = sp + 1
+    if end >= size or line[end] != 47:  # 47 is "/": origin-form
+        return None
+    while end < size and _TARGET_OK[line[end]]:
+        end += 1
+    version = line[end:]
+    if version != b" HTTP/1.1" and version != b" HTTP/1.0":
+        return None
+    return line[:sp], line[sp + 1 : end]
+
+
+def _name_length(line: bytes) -> int:
+    """The length of a field line's name, or 0: no colon, an empty name, or a byte no name may hold."""
+    size = len(line)
+    colon = 0
+    while colon < size and _NAME_OK[line[colon]]:
+        colon += 1
+    if colon == size or line[colon] != 58:  # 58 is ":"
+        return 0
+    return colon
+
+
+def _special_name(line: bytes, length: int) -> bytes | None:
+    """The lower-case special name (``_SPECIAL``'s) the line's name of ``length`` bytes is, or None."""
+    for special in _SPECIAL_BY_LENGTH[length]:
+        for i in range(length):
+            b = line[i]
+            if b != special[i] and b + 32 != special[i]:  # the name's bytes passed _NAME_OK
+                break
+        else:
+            return special
+    return None
 
 
 _UPPER_TOKEN: Final = re.compile(rb"[" + _UPPER_TCHAR + rb"]+")

@@ -1,8 +1,9 @@
 """The fast head scan against the regex grammar it stands in for.
 
-``check_head`` takes a fast path (``_scan``: bytes operations per field line)
-for the usual head and the regex path (``_HEAD`` then ``_SPECIAL``) for
-everything else. The fast path must never accept what the grammar refuses,
+Compiled, ``check_head`` takes a fast path (``_scan``: a loop over the head's
+bytes) for the usual head and the regex path (``_HEAD`` then ``_SPECIAL``) for
+everything else; these tests call ``_scan`` directly, so they hold it to the
+grammar whether or not this run is compiled. The fast path must never accept what the grammar refuses,
 must find the same framing fields, and must be taken for every head the
 regex path would pass with a known method and an origin-form target (else
 the speed it exists for is lost without any test noticing).
