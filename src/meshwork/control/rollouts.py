@@ -165,7 +165,9 @@ def rollout_controller(views: Views) -> Controller:
         )  # fmt: skip
         return reconcile_rollout(view, now)
 
-    return Controller("rollout", keys_for, lambda: views.keys(ROLLOUTS), reconcile)
+    return Controller("rollout", keys_for, lambda: views.keys(ROLLOUTS), reconcile,
+                      frozenset({ROLLOUTS.resource, REPLICASETS.resource, ANALYSISRUNS.resource, EXPERIMENTS.resource,
+                                 PODS.resource, CLUSTER_TEMPLATES.resource, DEPLOYMENTS.resource, *_NAMESPACE_WIDE}))
 
 
 def experiment_controller(views: Views) -> Controller:
@@ -190,7 +192,8 @@ def experiment_controller(views: Views) -> Controller:
         rss = views.all_in(REPLICASETS, ReplicaSet, namespace, owner_uid=exp.metadata.uid)
         return reconcile_experiment(exp, rss, views.pods_of(namespace, rss), now)
 
-    return Controller("experiment", keys_for, lambda: views.keys(EXPERIMENTS), reconcile)
+    return Controller("experiment", keys_for, lambda: views.keys(EXPERIMENTS), reconcile,
+                      frozenset({EXPERIMENTS.resource, REPLICASETS.resource, PODS.resource}))
 
 
 # ---------------------------------------------------------------------------
@@ -415,4 +418,5 @@ def analysisrun_controller(views: Views, measurer: Measurer | None = None) -> Co
         waits = [w for w in (decision.requeue_after, POLL_S if m.busy(run) else None) if w is not None]
         return Outcome(tuple(actions), min(waits) if waits else None)
 
-    return Controller("analysisrun", keys_for, lambda: views.keys(ANALYSISRUNS), reconcile)
+    return Controller("analysisrun", keys_for, lambda: views.keys(ANALYSISRUNS), reconcile,
+                      frozenset({ANALYSISRUNS.resource, JOBS.resource}))

@@ -638,6 +638,11 @@ def _find_status_model(model: type[Resource]) -> type[BaseModel] | None:
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
+def status_alone(info: KindInfo) -> bool:
+    """Whether the kind's ``status`` may be validated (and so trusted) on its own."""
+    return _status_model(info) is not None
+
+
 def validate_status(info: KindInfo, status: Any) -> dict[str, Any] | None:
     """The wire form of a ``/status`` write's new ``status``, validated on its own.
 

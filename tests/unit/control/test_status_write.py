@@ -142,3 +142,45 @@ def test_the_cached_object_is_not_changed_by_a_status_write() -> None:
     new["metadata"]["resourceVersion"] = "8"  # what the store does to the written object
     assert repr(old) == before
     assert new["status"] == {"phase": "Running"} and new["spec"] == old["spec"]
+
+
+# -- a controller's status, already validated ---------------------------------
+
+MESSAGES = st.text(min_size=1, max_size=40)
+
+
+@settings(max_examples=100, deadline=None)
+@given(MESSAGES, st.sampled_from([None, "True", "False"]), st.floats(0, 2e9))
+def test_a_controllers_validated_status_is_stored_as_validation_would_store_it(
+    message: str, previous: str | None, now: float
+) -> None:
+    """The runner's /status write skips re-validation; what it stores must not change.
+
+    The status comes from the scheduler's own reconcile (no node fits), dumped
+    as the runner dumps it; the validated short path and the full one agree.
+    """
+    from meshwork.control.runner import _STATUS_BODY
+    from meshwork.core.reconcile import UpdateStatus
+    from meshwork.core.reconcile.scheduling import reconcile_scheduling
+    from meshwork.core.scheduler_filters import build_snapshot
+    from meshwork.model.pod import Pod
+
+    old = stored(POD, STORED_POD)
+    if previous is not None:
+        old = {**old, "status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": previous, "message": message, "lastTransitionTime": "2026-01-01T00:00:00Z"}]}}  # fmt: skip
+    outcome = reconcile_scheduling(Pod.model_validate(old), build_snapshot([], []), now)
+    writes = [a for a in outcome.actions if isinstance(a, UpdateStatus)]
+    assert writes  # a message unlike the scheduler's own: the condition is rewritten
+    wire = writes[0].obj.model_dump(mode="json", by_alias=True, exclude_none=True, include=_STATUS_BODY)
+    trusted = objects()._status_write(POD, wire, old, "default", "web", validated=True)
+    checked = objects()._status_write(POD, wire, old, "default", "web")
+    assert trusted == checked
+    assert trusted["status"]["conditions"][-1]["reason"] == "Unschedulable"
+
+
+def test_a_validated_status_is_still_validated_whole_where_the_kind_needs_it() -> None:
+    """Deployment's status is judged with the rest of the object: the flag changes nothing there."""
+    old = stored(DEPLOY, STORED_DEPLOY)
+    with pytest.raises(ValidationError):
+        objects()._status_write(DEPLOY, {"status": {"replicas": "two"}}, old, "default", "web", validated=True)

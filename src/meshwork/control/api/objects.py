@@ -31,7 +31,7 @@ from meshwork.errors import (
     NotFound,
 )
 from meshwork.model.base import REGISTRY, KindInfo, to_wire
-from meshwork.model.codec import validate_object, validate_status
+from meshwork.model.codec import status_alone, validate_object, validate_status
 
 PatchType = Literal["merge", "json"]
 Propagation = Literal["Background", "Foreground", "Orphan"]
@@ -274,7 +274,14 @@ class Objects:
         *,
         subresource: str | None = None,
         dry_run: bool = False,
+        status_validated: bool = False,
     ) -> Record:
+        """Replace an object (or, with ``subresource="status"``, its status).
+
+        ``status_validated``: the body's status is the wire form of a status
+        model the server's own controllers built and validated; it is stored
+        as it is instead of being validated a second time.
+        """
         if not isinstance(raw, dict):
             raise BadRequest("the request body must be a JSON object")
         current = self.get(info, namespace, name)
@@ -282,22 +289,35 @@ class Objects:
         if subresource == "status":
             if not info.has_status:
                 raise NotFound(f"{_display(info)} has no status subresource")
-            new = self._status_write(info, raw, current.obj, namespace, name)
+            new = self._status_write(info, raw, current.obj, namespace, name, validated=status_validated)
         else:
             new = self.validate(info, raw, namespace, name)
             new = strategy.prepare_update(info, new, current.obj)
         return await self._write(info, current, new, expected, dry_run=dry_run)
 
     def _status_write(
-        self, info: KindInfo, raw: dict[str, Any], old: dict[str, Any], namespace: str | None, name: str
+        self,
+        info: KindInfo,
+        raw: dict[str, Any],
+        old: dict[str, Any],
+        namespace: str | None,
+        name: str,
+        *,
+        validated: bool = False,
     ) -> dict[str, Any]:
         """The object a ``/status`` write stores: the stored one with the new status.
 
         Only the status is validated when the kind allows it (the rest is the
         stored object, valid when written); otherwise, or when the status is
-        invalid, the whole object is, which also words the error.
+        invalid, the whole object is, which also words the error. A status
+        that is ``validated`` already (a mapping dumped from a status model)
+        is taken as it is, where the kind allows judging a status alone.
         """
-        wire = validate_status(info, raw.get("status"))
+        status = raw.get("status")
+        if validated and isinstance(status, dict) and status_alone(info):
+            wire: dict[str, Any] | None = status
+        else:
+            wire = validate_status(info, status)
         if wire is None:
             return self.validate(info, strategy.prepare_status_update(raw, old), namespace, name)
         new = {**old, "status": wire}
