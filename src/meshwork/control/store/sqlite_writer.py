@@ -121,10 +121,7 @@ class Writer:
         self._set_reserve(False)
         # (create, mod revision) of every stored key, as of the last commit:
         # what a batch's compare-and-swap checks read instead of a SELECT.
-        self._revs: dict[str, tuple[int, int]] = {
-            key: (created, modified)
-            for key, created, modified in conn.execute("SELECT key, create_revision, mod_revision FROM kv")
-        }
+        self._revs = self._read_revisions()
         self._queue: queue.SimpleQueue[Op] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._main, name="store-writer", daemon=True)
         if start:
@@ -177,11 +174,16 @@ class Writer:
         self._conn.close()
         self._deliver(stops, [], None)
 
+    def _read_revisions(self) -> dict[str, tuple[int, int]]:
+        rows = self._conn.execute("SELECT key, create_revision, mod_revision FROM kv")
+        return {key: (created, modified) for key, created, modified in rows}
+
     def _recover(self, batch: list[Op], exc: Exception) -> None:
         try:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             self._wrev = self._conn.execute("SELECT v FROM meta WHERE k = 'revision'").fetchone()[0]
+            self._revs = self._read_revisions()  # whatever the failure left half-remembered
         except Exception:  # keep the thread alive: later batches report their own errors
             log.exception("store writer could not roll back")
         for op in batch:
