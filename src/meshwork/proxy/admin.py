@@ -3,7 +3,8 @@
 What lives here: ``AdminServer``, a small ``meshwork.httpd.HttpServer`` with
 the paths Istio's agent serves on 15020 that tools rely on:
 
-* ``GET /stats/prometheus``: Istio's metrics, Prometheus text format 0.0.4;
+* ``GET /stats/prometheus``: Istio's metrics, Prometheus text format 0.0.4,
+  and ``meshwork_proxy_plugin_failures_total`` (ProxyPlugin hooks that failed);
 * ``GET /healthz/ready``: 200 once the proxy has applied a config, else 503;
 * ``GET /stats``: a few lines for humans;
 * ``GET /debug/spans``: the tracer's ring buffer of recent spans, OTLP JSON.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 
 from meshwork.httpd import HttpServer, Request, Response
+from meshwork.proxy.plugins import render_failures
 from meshwork.proxy.telemetry import CONTENT_TYPE, MeshMetrics
 from meshwork.proxy.tracing import Tracer
 
@@ -56,7 +58,8 @@ class AdminServer:
                             content_type="text/plain; charset=utf-8")  # fmt: skip
         path = request.path
         if path == "/stats/prometheus":
-            return Response(200, self.metrics.render().encode(), content_type=CONTENT_TYPE)
+            text = self.metrics.render() + render_failures()
+            return Response(200, text.encode(), content_type=CONTENT_TYPE)
         if path == "/healthz/ready":
             if self.ready:
                 return Response(200, b"", content_type=None)

@@ -61,6 +61,7 @@ from typing import Any, Final
 from meshwork.core.http1_checks import split_fields
 from meshwork.core.mesh.lb import Endpoint
 from meshwork.proxy.plan import HeaderEdits
+from meshwork.proxy.telemetry import escape_label
 
 __all__ = [
     "FAILURES",
@@ -70,6 +71,7 @@ __all__ = [
     "Reply",
     "ResponseHeaders",
     "ResponseHooks",
+    "render_failures",
     "request_fields",
     "run_pick",
     "run_request",
@@ -178,6 +180,22 @@ def selected(raw_plugins: list[dict[str, Any]], labels: Mapping[str, str]) -> li
                           int(spec.get("priority") or 0), _hook(module, "on_response"),
                           _hook(module, "pick")))  # fmt: skip
     return sorted(out, key=lambda p: -p.priority)
+
+
+def render_failures() -> str:
+    """``FAILURES`` in the Prometheus text format, for the admin port's ``/stats/prometheus``."""
+    lines = [
+        "# HELP meshwork_proxy_plugin_failures_total ProxyPlugin hook calls that failed "
+        "(the request went on as if the hook were absent).\n"
+        "# TYPE meshwork_proxy_plugin_failures_total counter\n"
+    ]
+    for key, count in sorted(FAILURES.items()):
+        plugin, _, hook = key.rpartition(" ")
+        lines.append(
+            f'meshwork_proxy_plugin_failures_total{{plugin="{escape_label(plugin)}",hook="{escape_label(hook)}"}}'
+            f" {count}\n"
+        )
+    return "".join(lines)
 
 
 def _failed(plugin: Plugin, hook: str, why: str) -> None:

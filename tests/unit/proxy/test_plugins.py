@@ -303,3 +303,21 @@ def test_a_picker_is_never_offered_ejected_or_tried_endpoints(
     assert ep is not None and ep.host in fresh
     if answer in ("first", "last"):
         assert ep.host == (offered[0][0] if answer == "first" else offered[0][-1]).address
+
+
+def test_failures_are_exported_in_the_prometheus_format() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from meshwork.proxy.plugins import render_failures
+
+    FAILURES['ns/odd"name on_request'] += 2
+    try:
+        families = {f.name: f for f in text_string_to_metric_families(render_failures())}
+        samples = {
+            (s.labels["plugin"], s.labels["hook"]): s.value
+            for s in families["meshwork_proxy_plugin_failures"].samples
+        }
+        assert samples[('ns/odd"name', "on_request")] >= 2
+        assert all(value == FAILURES[f"{plugin} {hook}"] for (plugin, hook), value in samples.items())
+    finally:
+        del FAILURES['ns/odd"name on_request']
