@@ -25,6 +25,8 @@ SECRETS = REGISTRY.require("", "Secret")
 SERVICES = REGISTRY.require("", "Service")
 ENDPOINTS = REGISTRY.require("", "Endpoints")
 SERVICEACCOUNTS = REGISTRY.require("", "ServiceAccount")
+VIRTUALSERVICES = REGISTRY.require("networking.istio.io", "VirtualService")
+DESTINATIONRULES = REGISTRY.require("networking.istio.io", "DestinationRule")
 
 _END = object()
 

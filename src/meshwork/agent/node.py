@@ -27,12 +27,14 @@ from typing import Any
 from meshwork.agent import runtime
 from meshwork.agent.api import (
     CONFIGMAPS,
+    DESTINATIONRULES,
     ENDPOINTS,
     EVENTS,
     NODES,
     PODS,
     SECRETS,
     SERVICES,
+    VIRTUALSERVICES,
     AgentApi,
 )
 from meshwork.agent.binding import build_shim, preload, python_path, rewrite_enabled
@@ -45,6 +47,8 @@ from meshwork.core.restart import rfc3339
 from meshwork.errors import Gone, MeshworkError
 from meshwork.model.base import Quantity
 from meshwork.model.core import ConfigMap, Endpoints, Secret, Service
+from meshwork.model.istio_routing import VirtualService
+from meshwork.model.istio_traffic import DestinationRule
 from meshwork.model.kinds import KindInfo
 from meshwork.model.pod import Container, Pod
 
@@ -74,6 +78,7 @@ class Informer:
         self.api, self.info, self.model = api, info, model
         self.items: dict[str, Any] = {}  # ns/name -> model
         self.synced = asyncio.Event()
+        self.changes = 0  # grows with every list and event, so readers can tell nothing changed
 
     def in_namespace(self, ns: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -92,6 +97,7 @@ class Informer:
                     meta = raw["metadata"]
                     fresh[f"{meta.get('namespace', '')}/{meta['name']}"] = self.model.model_validate(raw)
                 self.items = fresh
+                self.changes += 1
                 self.synced.set()
                 rv = listed.get("metadata", {}).get("resourceVersion")
                 async for event in self.api.watch(self.info, resource_version=rv):
@@ -102,6 +108,7 @@ class Informer:
                         self.items.pop(key, None)
                     elif event["type"] in ("ADDED", "MODIFIED"):
                         self.items[key] = self.model.model_validate(raw)
+                    self.changes += 1
             except asyncio.CancelledError:
                 raise
             except Gone:
@@ -119,6 +126,10 @@ class Sources:
         self.secs = Informer(api, SECRETS, Secret)
         self.svcs = Informer(api, SERVICES, Service)
         self.eps = Informer(api, ENDPOINTS, Endpoints)
+        # For the service proxy's mesh tcp routes (all pods: their labels pick DestinationRule subsets).
+        self.vss = Informer(api, VIRTUALSERVICES, VirtualService)
+        self.drs = Informer(api, DESTINATIONRULES, DestinationRule)
+        self.all_pods = Informer(api, PODS, Pod)
 
     def config_maps(self, ns: str) -> dict[str, ConfigMap]:
         return self.cms.in_namespace(ns)
@@ -521,13 +532,17 @@ class Agent:
         await self.register()
         for informer in self.sources.informers():
             self._tasks.append(asyncio.create_task(informer.run()))
+        for informer in (self.sources.vss, self.sources.drs, self.sources.all_pods):  # not waited for
+            self._tasks.append(asyncio.create_task(informer.run()))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in self.sources.informers())), 30)
         self._tasks.append(asyncio.create_task(self._heartbeat()))
         await self._build_bind_shim()
         self._tasks.append(asyncio.create_task(self._pods()))
         self._tasks.append(asyncio.create_task(self.resources.run()))
-        proxy = ServiceProxy(self.sources.svcs, self.sources.eps)  # ClusterIPs, as kube-proxy serves them
+        # ClusterIPs, as kube-proxy serves them, following the mesh's tcp[] routes.
+        proxy = ServiceProxy(self.sources.svcs, self.sources.eps, virtual_services=self.sources.vss,
+                             destination_rules=self.sources.drs, pods=self.sources.all_pods)  # fmt: skip
         self._tasks.append(asyncio.create_task(proxy.run()))
         print(f"meshwork agent {self.name} running pods in {self.network}", flush=True)
         await self.stop.wait()

@@ -21,6 +21,17 @@ takes over when the first agent goes. Two separate meshwork clusters on one
 machine hand out the same ClusterIPs, so only the first one's Services are
 reachable by ClusterIP; their pods still reach each other through the mesh.
 
+Mesh ``tcp[]`` routes: given the VirtualService, DestinationRule and Pod
+informers too, it compiles their mesh routing table (``core.mesh.mesh_tcp``)
+whenever one of the informers changed and some VirtualService has ``tcp[]``
+routes for the mesh. A new connection to a Service one of those routes
+holds for goes to a destination chosen by weight for that connection, and
+to that destination's endpoints (a DestinationRule subset's pods) in turn;
+other Services keep plain round robin. A new table only changes where new
+connections go: open ones stay with their upstream. Routes that depend on
+the client (``sourceLabels``, ``sourceNamespace``) never hold here: the
+proxy cannot know who connected.
+
 UDP and SCTP ports are not served (no datagram proxy here); session affinity
 is not honoured. What must not live here: anything that looks at the bytes.
 """
@@ -31,12 +42,22 @@ import asyncio
 import contextlib
 import errno
 import logging
+import random
 import socket
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from meshwork.core.mesh.gateway_tcp import TcpDecision
+from meshwork.core.mesh.mesh_tcp import (
+    clusterip_snapshot,
+    compile_clusterip,
+    has_mesh_tcp_routes,
+    route_clusterip,
+    service_host,
+)
+from meshwork.core.mesh.table import RoutingTable
 from meshwork.model.core import Endpoints, Service, ServicePort
 
 __all__ = ["Backend", "ListenKey", "ServiceProxy", "backends", "listeners_wanted"]
@@ -56,10 +77,19 @@ ListenKey = tuple[str, int]  # (cluster ip, port)
 
 
 class _Cache(Protocol):
-    """What the agent's ``Informer`` offers: the objects by ``namespace/name``."""
+    """What the agent's ``Informer`` offers: the objects by ``namespace/name``.
+
+    An informer that also counts its ``changes`` (an int that grows with every
+    list and watch event) spares a recompile of the mesh table when nothing changed.
+    """
 
     @property
     def items(self) -> Mapping[str, Any]: ...
+
+
+def _changes(cache: _Cache) -> int | None:
+    found = getattr(cache, "changes", None)
+    return found if isinstance(found, int) else None
 
 
 def cluster_ips(svc: Service) -> list[str]:
@@ -235,11 +265,32 @@ class _Listener:
 
 
 class ServiceProxy:
-    """ClusterIP listeners kept in step with the Service and Endpoints informers."""
+    """ClusterIP listeners kept in step with the Service and Endpoints informers.
 
-    def __init__(self, services: _Cache, endpoints: _Cache) -> None:
+    With ``virtual_services``, ``destination_rules`` and ``pods`` informers it
+    also follows the mesh's ``tcp[]`` routes (see the module docstring);
+    ``rng`` draws the weighted choice of each connection.
+    """
+
+    def __init__(
+        self,
+        services: _Cache,
+        endpoints: _Cache,
+        *,
+        virtual_services: _Cache | None = None,
+        destination_rules: _Cache | None = None,
+        pods: _Cache | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.services = services
         self.endpoints = endpoints
+        self.virtual_services = virtual_services
+        self.destination_rules = destination_rules
+        self.pods = pods
+        self.rng = rng or random.Random()
+        self.table: RoutingTable | None = None  # the mesh tcp routes; None: round robin everywhere
+        self._table_of: tuple[int | None, ...] | None = None  # the informers' changes it was built from
+        self._next: dict[str, int] = {}  # round-robin position per cluster of a routed connection
         self.listeners: dict[ListenKey, _Listener] = {}
         self.conns: set[_Side] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -262,8 +313,52 @@ class ServiceProxy:
         finally:
             self.close()
 
+    def refresh_table(self) -> None:
+        """Recompile the mesh table when an informer changed (every time for caches without ``changes``)."""
+        if self.virtual_services is None:
+            return
+        caches = [self.services, self.endpoints, self.virtual_services, self.destination_rules, self.pods]
+        seen = tuple(_changes(c) if c is not None else 0 for c in caches)
+        if self._table_of == seen and None not in seen:
+            return
+        self._table_of = seen
+        vss = list(self.virtual_services.items.values())
+        if not has_mesh_tcp_routes(vss):
+            self.table = None
+            return
+        pod_labels = {
+            (p.metadata.namespace or "default", p.metadata.name or ""): p.metadata.labels or {}
+            for p in (self.pods.items.values() if self.pods is not None else ())
+        }
+        rules = self.destination_rules.items.values() if self.destination_rules is not None else ()
+        try:
+            self.table = compile_clusterip(clusterip_snapshot(
+                self.services.items.values(), self.endpoints.items, pod_labels, vss, rules))  # fmt: skip
+        except Exception:
+            self.table = None  # round robin until the next change
+            raise
+
+    def decide(self, lst: _Listener) -> TcpDecision | None:
+        """The mesh route of a new connection to ``lst``; None: the Service's endpoints, round robin."""
+        table = self.table
+        if table is None:
+            return None
+        ns, _, name = lst.service.partition("/")
+        return route_clusterip(table, service_host(name, ns, table.domain), lst.key[1], self.rng.random())
+
+    def _routed(self, decision: TcpDecision) -> list[Backend]:
+        """The endpoints of the decision's cluster, starting with the next in turn."""
+        cluster = decision.cluster
+        if cluster is None or not cluster.endpoints:
+            return []
+        found = [(e.address, e.port) for e in cluster.endpoints]
+        start = self._next.get(cluster.name, 0) % len(found)
+        self._next[cluster.name] = start + 1
+        return found[start:] + found[:start]
+
     async def sync(self) -> None:
         """Open, update and close listeners to match the informers once."""
+        self.refresh_table()
         wanted = listeners_wanted(self.services.items, self.endpoints.items)
         for key in [
             k for k, lst in self.listeners.items() if k not in wanted or lst.service != wanted[k][0]
@@ -316,7 +411,15 @@ class ServiceProxy:
         loop = asyncio.get_running_loop()
         client = down.transport
         assert client is not None
-        for host, port in down.listener.order():
+        decision = self.decide(down.listener)
+        if decision is None:
+            order = down.listener.order()
+        else:
+            order = self._routed(decision)
+            if not order:
+                log.debug("service %s: %s; closing the connection", down.listener.service,
+                          decision.reason if decision.cluster is None else f"{decision.reason}: no ready endpoint")  # fmt: skip
+        for host, port in order:
             try:
                 async with asyncio.timeout(CONNECT_TIMEOUT_S):
                     _, proto = await loop.create_connection(lambda: _Side(self), host, port)

@@ -70,6 +70,7 @@ def cluster_roles() -> dict[str, list[dict[str, Any]]]:
             _rule([""], ["events"], ["create", "patch", "update"]),
             _rule([""], ["configmaps", "secrets", "services", "endpoints", "serviceaccounts"], READ),
             _rule([""], ["serviceaccounts/token"], ["create"]),
+            _rule(["networking.istio.io"], ["virtualservices", "destinationrules"], READ),  # ClusterIP tcp routes
             _rule([MESH_GROUP], ["nodes/credentials"], ["create"]),
         ],
         "system:meshwork:proxy": [

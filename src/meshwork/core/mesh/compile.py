@@ -46,14 +46,17 @@ when it builds one proxy's Envoy configuration:
   first route of the oldest bound VirtualService whose hosts overlap the
   server's; a TCP server port with no such route is in the table with no
   route (the gateway listens and closes its connections, as Envoy does
-  with no filter chain match). ``destinationSubnets`` and ``sourceSubnet``
-  are not evaluated.
+  with no filter chain match). ``destinationSubnets`` holds when one of the
+  service's addresses (its ClusterIP, a ServiceEntry's ``addresses``) is in
+  one of the subnets, and is not evaluated for gateways; ``sourceSubnet`` is
+  not evaluated.
 * ``exportTo`` is honoured for VirtualServices, DestinationRules and
   ServiceEntries.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -459,8 +462,28 @@ def _any_block_gateway_resolved(vs: VirtualService, gw_id: str) -> bool:
 # -- TCP routes --
 
 
-def _tcp_route(vs: VirtualService, ctx: Context) -> TcpRoute | None:
-    """The first ``tcp[]`` route of ``vs`` whose match can hold for this proxy and port."""
+def _in_subnets(subnets: Sequence[str] | None, addresses: Sequence[str]) -> bool:
+    """``destinationSubnets``: any of the destination's addresses in any subnet (no addresses: unknown, holds)."""
+    if not subnets or not addresses:
+        return True
+    nets = [ipaddress.ip_network(s, strict=False) for s in subnets]
+    ips = [ipaddress.ip_address(a) for a in addresses]
+    return any(ip.version == net.version and ip in net for ip in ips for net in nets)
+
+
+def _ip_addresses(names: Iterable[str]) -> tuple[str, ...]:
+    out = []
+    for name in names:
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            continue
+        out.append(name)
+    return tuple(out)
+
+
+def _tcp_route(vs: VirtualService, ctx: Context, addresses: Sequence[str] = ()) -> TcpRoute | None:
+    """The first ``tcp[]`` route of ``vs`` whose match can hold for this proxy, port and destination."""
     ns = _ns(vs)
     for index, tcp in enumerate(vs.spec.tcp or []):
         blocks = tcp.match or []
@@ -474,6 +497,7 @@ def _tcp_route(vs: VirtualService, ctx: Context) -> TcpRoute | None:
                 and (m.port is None or m.port == ctx.port)
                 and _labels_match(m.source_labels, ctx.labels)
                 and (not m.source_namespace or m.source_namespace == ctx.namespace)
+                and _in_subnets(m.destination_subnets, addresses)
             ):
                 ok = True
                 break
@@ -541,12 +565,18 @@ def _tcp_routes(
                     if route is not None:
                         routes["*"] = route
         return out
-    mesh = [(h, v) for h, v in with_tcp if "mesh" in (v.spec.gateways or ["mesh"])]
+    mesh = [
+        (h, v)
+        for h, v in with_tcp
+        if "mesh" in (v.spec.gateways or ["mesh"])
+        or any("mesh" in (m.gateways or ()) for t in v.spec.tcp or () for m in t.match or ())
+    ]
     for svc in services:
         chosen = _vs_for(svc.hostname, mesh)
+        addresses = _ip_addresses(svc.aliases)
         for p in svc.ports:
             ctx = Context("mesh", p.port, proxy.namespace, proxy.labels, snap.domain, only.get)
-            route = _tcp_route(chosen, ctx) if chosen else None
+            route = _tcp_route(chosen, ctx, addresses) if chosen else None
             if route is None:
                 dest = WeightedDestination(
                     cluster_name(p.port, None, svc.hostname), svc.hostname, p.port, None, 100
