@@ -10,7 +10,10 @@ is decided: ``proxy.inbound``):
   with the port's mTLS mode; a port that turns STRICT drains the plaintext
   connections it had;
 * a port that is not HTTP (``opaque_ports``) is spliced as TCP to the app,
-  and closed under STRICT (no mTLS for TCP here);
+  and closed under STRICT (no mTLS for TCP here); the workload's
+  AuthorizationPolicies decide each new connection to it (``proxy.tcp``:
+  a denied one is closed before it reaches the app), and a change of
+  policies applies to the next connection;
 * a port no Service sends to any more loses its listener; a port the app
   still holds (started before capture, or on ``0.0.0.0``) is logged and
   left to the app until it is free.
@@ -26,6 +29,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from meshwork.core.security.authz import Authorizer
 from meshwork.proxy.guard import Guard, GuardedDecider
 from meshwork.proxy.inbound import AppPort, InboundDecider, opaque_ports
 from meshwork.proxy.meshtls import InboundMtls, MeshTls
@@ -62,7 +66,8 @@ class InboundCapture:
         for port in wanted:
             mode = mtls.mode_for(port) if mesh_tls is not None and mtls is not None else None
             if port in opaque:
-                await self._tcp(port, inbound, pod_ip, observer, refused=mode is TlsMode.STRICT)
+                authorizer = guard.authorizer if guard is not None else None
+                await self._tcp(port, inbound, pod_ip, observer, authorizer, refused=mode is TlsMode.STRICT)
                 continue
             decider: Decider = inbound.at_port(port)
             if guard is not None:
@@ -107,20 +112,21 @@ class InboundCapture:
         else:
             await proxy.close(0.0)
 
-    async def _tcp(self, port: int, inbound: InboundDecider, pod_ip: str, observer: Observer | None, *,
-                   refused: bool) -> None:  # fmt: skip
+    async def _tcp(self, port: int, inbound: InboundDecider, pod_ip: str, observer: Observer | None,
+                   authorizer: Authorizer | None, *, refused: bool) -> None:  # fmt: skip
         from meshwork.proxy.tcp import TcpProxy
 
         proxy = self.listeners.get(port)
         if isinstance(proxy, TcpProxy):
             if not refused:
                 proxy.cluster = inbound.cluster_at(port)
+                proxy.authorizer = authorizer  # new connections follow the policies; open ones go on
                 return
         if proxy is not None:
             await self._release(port)
         if refused:
             return  # STRICT: nothing listens on the pod IP's port, a plaintext client is refused
-        tcp = TcpProxy(inbound.cluster_at(port), observer=observer)
+        tcp = TcpProxy(inbound.cluster_at(port), observer=observer, authorizer=authorizer, destination_port=port)
         if await self._bind(port, pod_ip, tcp.start(self.listen_host, port)):
             self.listeners[port] = tcp
 

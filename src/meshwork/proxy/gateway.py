@@ -67,10 +67,11 @@ class GatewayListeners:
 
     async def update(self, table: Any, proxies: dict[int, Any], *, decider_for: Callable[[int], Decider],
                      listen: Listen, states: Mapping[str, ClusterState],
-                     bind_ports: Mapping[int, int]) -> str | None:  # fmt: skip
+                     bind_ports: Mapping[int, int], guard: Guard | None = None) -> str | None:  # fmt: skip
         """One listener per port the Gateways open (``proxies``: listen port -> listener, updated in
-        place); ``bind_ports`` maps a Gateway server port to the port to listen on. Returns the
-        servers left out and why (a missing credential), or None."""
+        place); ``bind_ports`` maps a Gateway server port to the port to listen on; ``guard`` holds
+        the policies the TCP listeners authorize connections with. Returns the servers left out
+        and why (a missing credential), or None."""
         gw_tls = self.tls
         wanted = set(table.ports) | set(table.gateway_tls)
         tcp_ports = tcp_listener_ports(table)
@@ -91,24 +92,28 @@ class GatewayListeners:
         if tcp_ports and not wanted:
             decider_for(tcp_ports[0])  # builds the clusters' live state, as each HTTP port's decider does
         for port in tcp_ports:
-            left_out += await self._tcp(port, table, proxies, states, bind_ports.get(port, port))
+            left_out += await self._tcp(port, table, proxies, states, bind_ports.get(port, port), guard)
         for port in [p for p in proxies if p not in wanted and p not in tcp_ports]:
             await proxies.pop(port).close(CLOSE_GRACE_S)
             gw_tls.forget(port)
         return "; ".join(left_out) or None
 
     async def _tcp(self, port: int, table: Any, proxies: dict[int, Any], states: Mapping[str, ClusterState],
-                   bind_port: int) -> list[str]:  # fmt: skip
-        """The TCP listener of ``port``, routing new connections with ``table`` (opened when missing)."""
+                   bind_port: int, guard: Guard | None) -> list[str]:  # fmt: skip
+        """The TCP listener of ``port``, routing new connections with ``table`` and authorizing them
+        with ``guard``'s policies (opened when missing)."""
+        authorizer = guard.authorizer if guard is not None else None
         listener = proxies.get(port)
         if listener is not None and not isinstance(listener, GatewayTcpListener):
             await proxies.pop(port).close(CLOSE_GRACE_S)  # it was HTTP or TLS until now
             self.tls.forget(port)
             listener = None
         if listener is not None:
+            listener.authorizer = authorizer
             listener.route(table, states)
             return []
         listener = GatewayTcpListener(port, rng=self.rng, observer=self.observer)
+        listener.authorizer = authorizer  # before it listens: no connection is ever let in unchecked
         listener.route(table, states)
         try:
             await listener.start(self.host, bind_port, reuse_port=self.reuse_port)

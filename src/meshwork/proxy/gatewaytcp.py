@@ -12,7 +12,10 @@ sidecar captures that port and splices it on to the app). The splice is a
 ``TcpProxy`` per cluster, which reports the connection to the observer
 (Istio's ``istio_tcp_*`` metrics). No route or no cluster for the port: the
 connection is closed at once, as Envoy closes a connection no filter chain
-matches.
+matches. The gateway workload's AuthorizationPolicies (``authorizer``, set
+with each config) decide each routed connection as it is accepted, with
+``destination.port`` the Gateway server's port; a denied one is closed
+before any upstream is opened (``proxy.tcp``).
 
 What must not live here: which ports and routes exist and the weighted
 choice (``core.mesh``), moving bytes (``proxy.tcp``).
@@ -28,6 +31,7 @@ from typing import cast
 
 from meshwork.core.mesh.gateway_tcp import route_connection
 from meshwork.core.mesh.table import Cluster, RoutingTable
+from meshwork.core.security.authz import Authorizer
 from meshwork.proxy.gatewaytls import AppCluster
 from meshwork.proxy.mesh import ClusterState
 from meshwork.proxy.observe import Observer
@@ -60,6 +64,8 @@ class GatewayTcpListener:
         self.splicers: dict[str, TcpProxy] = {}  # cluster name -> its splice (and open connections)
         self._apps: dict[str, tuple[ClusterState, Cluster, AppCluster]] = {}
         self.refused = 0  # connections closed for want of a route or cluster
+        # The gateway workload's AuthorizationPolicies; None: none apply. New connections follow a change.
+        self.authorizer: Authorizer | None = None
         self._server: asyncio.AbstractServer | None = None
 
     def route(self, table: RoutingTable, states: Mapping[str, ClusterState]) -> None:
@@ -102,10 +108,16 @@ class GatewayTcpListener:
             self._apps[name] = (state, state.spec, app)
         tcp = self.splicers.get(name)
         if tcp is None:
-            tcp = self.splicers[name] = TcpProxy(app, observer=self.observer)
+            tcp = self.splicers[name] = TcpProxy(app, observer=self.observer, destination_port=self.port)
         else:
             tcp.cluster = app
+        tcp.authorizer = self.authorizer
         return tcp
+
+    @property
+    def denied(self) -> int:
+        """Connections closed by authorization, over this listener's splices."""
+        return sum(tcp.denied for tcp in self.splicers.values())
 
     @property
     def connections(self) -> int:

@@ -359,7 +359,8 @@ class Sidecar:
             return self._limit(self._activating(guard_gateway(mesh, self.guard, port)))
 
         return await self.gateway.update(table, self.proxies, decider_for=decider_for, listen=self._listen,
-                                         states=self.states, bind_ports=self.options.gateway_ports)  # fmt: skip
+                                         states=self.states, bind_ports=self.options.gateway_ports,
+                                         guard=self.guard)  # fmt: skip
 
     # -- the config stream ----------------------------------------------------------------
 

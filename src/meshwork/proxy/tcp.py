@@ -9,6 +9,18 @@ Each splice is reported to the proxy's observer (``proxy.observe``):
 ``connection_opened`` once the upstream connection is up,
 ``connection_closed`` once both sides are closed, with the byte counts.
 
+Authorization. With an ``authorizer`` (the workload's AuthorizationPolicies,
+``core.security.authz``), each new connection is decided when it is
+accepted, from its peer and local address and ``destination_port`` (the
+port policies see: the app port, a gateway server's port). A denied
+connection is closed at once, before any upstream is opened, so no byte
+reaches the app (Envoy's RBAC network filter closes it the same way); it is
+reported as opened and closed with no upstream and no bytes, counted in
+``denied`` and logged at debug with Envoy's termination details
+(``rbac_access_denied_matched_policy[...]``). Whoever owns the proxy swaps
+``authorizer`` in one assignment when the policies change: new connections
+follow, open ones go on.
+
 What must not live here: anything that looks at the bytes.
 """
 
@@ -19,6 +31,8 @@ import logging
 import socket
 from typing import cast
 
+from meshwork.core.security.authz import Authorizer
+from meshwork.proxy.guard import denial_details
 from meshwork.proxy.observe import ConnectionInfo, Observer
 from meshwork.proxy.plan import Cluster, ErrorKind
 
@@ -98,10 +112,14 @@ class _Client(_Side):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         proxy = self.proxy
+        peer = transport.get_extra_info("peername")
+        source = str(peer[0]) if isinstance(peer, tuple) else ""
+        if proxy.authorizer is not None and not proxy.admit(transport, source):
+            self.connecting = False
+            transport.close()  # before any upstream: no byte of this connection reaches the app
+            return
         proxy.conns.add(self)
         if proxy.observer is not None:
-            peer = transport.get_extra_info("peername")
-            source = str(peer[0]) if isinstance(peer, tuple) else ""
             self.info = ConnectionInfo(source, proxy.cluster.name, proxy.loop.time())
         proxy.loop.create_task(proxy.connect(self))
 
@@ -114,14 +132,23 @@ class TcpProxy:
     """
 
     def __init__(
-        self, cluster: Cluster, *, max_connect_attempts: int = 1, observer: Observer | None = None
+        self,
+        cluster: Cluster,
+        *,
+        max_connect_attempts: int = 1,
+        observer: Observer | None = None,
+        authorizer: Authorizer | None = None,
+        destination_port: int | None = None,
     ) -> None:
         self.cluster = cluster
         self.max_connect_attempts = max_connect_attempts
         self.observer = observer
+        self.authorizer = authorizer  # None: every connection is admitted (no policy applies)
+        self.destination_port = destination_port  # the port policies see; None: the local port
         self.loop = asyncio.get_running_loop()
         self.conns: set[_Side] = set()
         self.opened = 0
+        self.denied = 0  # connections closed by authorization
         self._server: asyncio.Server | None = None
 
     async def start(self, host: str, port: int, *, sock: socket.socket | None = None) -> int:
@@ -201,6 +228,36 @@ class TcpProxy:
                 client.info = None
         if client.transport is not None:
             client.transport.close()  # like Envoy: no upstream, the connection just closes (flag UF)
+
+    def admit(self, transport: asyncio.BaseTransport, source: str) -> bool:
+        """Authorize a connection just accepted; a denial is counted, reported and logged here
+        (the caller closes it)."""
+        authorizer = self.authorizer
+        if authorizer is None:
+            return True
+        local = transport.get_extra_info("sockname")
+        local_ip = str(local[0]) if isinstance(local, tuple) else None
+        port = self.destination_port
+        if port is None and isinstance(local, tuple):
+            port = int(local[1])
+        verdict = authorizer.check_connection(
+            source_ip=source or None, destination_ip=local_ip, destination_port=port
+        )
+        if verdict.shadow is not None:
+            log.debug("tcp %s -> %s:%s: %s", source, local_ip, port, verdict.shadow)
+        if verdict.allowed:
+            return True
+        self.denied += 1
+        log.debug("tcp %s -> %s:%s closed: %s: %s", source, local_ip, port,
+                  denial_details(verdict), verdict.reason)  # fmt: skip
+        if self.observer is not None:
+            info = ConnectionInfo(source, self.cluster.name, self.loop.time())
+            try:
+                self.observer.connection_opened(info)
+            except Exception:
+                log.exception("the observer failed on an opened connection")
+            self.report_closed(info)
+        return False
 
     def report_closed(self, info: ConnectionInfo) -> None:
         """Both sides of a splice are closed (or the upstream never came): tell the observer."""

@@ -20,7 +20,10 @@ A rule matches when its ``from`` (any of its sources), its ``to`` (any of its
 operations) and every ``when`` condition match; a missing part matches all.
 On a TCP connection (``attrs.http`` False) HTTP-only fields cannot be
 checked: an ALLOW rule that has one never matches; a DENY rule ignores them
-and so denies more. Fail closed either way, as Istio does.
+and so denies more. Fail closed either way, as Istio does. A TCP connection
+is decided once, when it is accepted (``Authorizer.check_connection``, the
+same compiled rules over ``connection_attributes``); a denied connection is
+closed before any byte reaches the app (Envoy's RBAC network filter).
 
 A denied request is answered ``403`` with the body ``RBAC: access denied``
 (Envoy's RBAC filter text, which clients and tests grep for).
@@ -52,6 +55,7 @@ __all__ = [
     "PolicyRejected",
     "Verdict",
     "compile_policies",
+    "connection_attributes",
 ]
 
 DENIED_BODY = "RBAC: access denied"  # Envoy's RBAC filter reply, status 403
@@ -202,6 +206,26 @@ class Authorizer:
             )
         return verdict
 
+    def check_connection(
+        self,
+        *,
+        source_ip: str | None,
+        destination_ip: str | None,
+        destination_port: int | None,
+        source_principal: str | None = None,
+        sni: str | None = None,
+    ) -> Verdict:
+        """The decision on a new TCP connection (see ``connection_attributes``)."""
+        return self.check(
+            connection_attributes(
+                source_ip=source_ip,
+                destination_ip=destination_ip,
+                destination_port=destination_port,
+                source_principal=source_principal,
+                sni=sni,
+            )
+        )
+
     def explain(self, attrs: RequestAttributes) -> list[str]:
         """Every policy and rule, and why each did or did not match: ``meshwork why``'s lines."""
         verdict = self.check(attrs)
@@ -220,6 +244,26 @@ class Authorizer:
             lines.append(f"  {verdict.shadow}")
         lines += [f"  warning: {w}" for w in self.warnings]
         return lines
+
+
+def connection_attributes(
+    *,
+    source_ip: str | None,
+    destination_ip: str | None,
+    destination_port: int | None,
+    source_principal: str | None = None,
+    sni: str | None = None,
+) -> RequestAttributes:
+    """What a TCP connection shows authorization: its peer, its local address and port, the
+    verified peer identity and SNI when it is TLS; ``remote.ip`` is the peer (no headers on TCP)."""
+    return RequestAttributes(
+        source_ip=source_ip,
+        source_principal=source_principal,
+        destination_ip=destination_ip,
+        destination_port=destination_port,
+        sni=sni,
+        http=False,
+    )
 
 
 def _decide(policies: list[_Policy], attrs: RequestAttributes) -> Verdict:
