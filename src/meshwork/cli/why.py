@@ -1,9 +1,14 @@
-"""``meshwork why FROM_POD URL``: what the mesh would do with that request, without sending it."""
+"""``meshwork why FROM_POD URL``: what the mesh would do with that request, without sending it.
+
+``URL`` ``tcp://HOST:PORT`` explains a TCP connection instead (``core.mesh.why_tcp``): the
+node's service proxy's ``tcp[]`` route decision and the destination sidecar's TCP
+authorization, from the Services, Endpoints, Pods and Istio objects read through the API.
+"""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import click
 
@@ -25,7 +30,14 @@ __all__ = ["why_cmd"]
 @reports_errors
 def why_cmd(from_pod: str, url: str, namespace: str | None, method: str, headers: tuple[str, ...],
             draw: float) -> None:  # fmt: skip
-    """Explain how FROM_POD's proxy routes URL: route, cluster, policy, endpoints, retries, faults."""
+    """Explain how FROM_POD's proxy routes URL: route, cluster, policy, endpoints, retries, faults.
+
+    With URL tcp://HOST:PORT (HOST a Service name, FQDN or ClusterIP) it explains
+    one TCP connection instead: it leaves the pod for the ClusterIP, where the
+    node's service proxy applies the mesh's tcp[] routes (the route, why earlier
+    ones do not hold, the weights and the destination --draw picks, the
+    endpoints), then the destination sidecar's TCP AuthorizationPolicy verdict.
+    """
     from meshwork.cli.mesh import compiled, snapshot_for
     from meshwork.core.mesh.route import Request, request_port
     from meshwork.core.mesh.why import explain
@@ -33,6 +45,9 @@ def why_cmd(from_pod: str, url: str, namespace: str | None, method: str, headers
     sess = session()
     ns = sess.namespace(namespace)
     parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme == "tcp":
+        _why_tcp(sess.client(), from_pod, ns, url, draw)
+        return
     if not parts.netloc:
         raise MeshworkError(f"{url!r}: give a URL such as http://reviews:9080/reviews/0")
     fields: dict[str, str] = {}
@@ -140,3 +155,102 @@ def _authorization(client: Any, snap: dict[str, Any], cluster: Any, req: Any) ->
         destination_port=endpoint.port,
     )  # fmt: skip
     return explain_authorization(where, guard.authorizer, attrs)
+
+
+def _items(client: Any, path: str) -> list[Any]:
+    """Every object at a cluster-wide list path, validated into its model."""
+    from meshwork.model.codec import validate_object
+
+    return [validate_object(obj) for obj in client.request("GET", path).get("items") or ()]
+
+
+def _why_tcp(client: Any, from_pod: str, ns: str, url: str, draw: float) -> None:
+    """``meshwork why FROM_POD tcp://HOST:PORT``: the service proxy's route, then the destination's verdict."""
+    from meshwork.core.mesh.why_tcp import explain_tcp
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise MeshworkError(f"{url!r}: {exc}") from exc
+    if not parts.hostname or port is None:
+        raise MeshworkError(f"{url!r}: give tcp://HOST:PORT, such as tcp://tcp-echo:9000")
+    client.request("GET", f"/api/v1/namespaces/{quote(ns)}/pods/{quote(from_pod)}")  # a known pod (404 if not)
+    services = _items(client, "/api/v1/services")
+    endpoints = {f"{e.metadata.namespace or 'default'}/{e.metadata.name}": e for e in _items(client, "/api/v1/endpoints")}
+    pods = _items(client, "/api/v1/pods")
+    pod_labels = {(p.metadata.namespace or "default", p.metadata.name or ""): dict(p.metadata.labels or {}) for p in pods}
+    vss = _items(client, "/apis/networking.istio.io/v1/virtualservices")
+    drs = _items(client, "/apis/networking.istio.io/v1/destinationrules")
+    result = explain_tcp(services, endpoints, pod_labels, vss, drs, host=parts.hostname, port=port,
+                         namespace=ns, draw=draw)  # fmt: skip
+    click.echo(f"from {from_pod}.{ns}")
+    for line in result.lines:
+        click.echo(line)
+    if not result.connects:
+        click.echo(f"verdict: {result.verdict}")
+        return
+    endpoint = result.endpoints[0]
+    cluster = result.decision.cluster if result.decision is not None else None
+    dest_ns = (cluster.host.split(".")[1] if cluster is not None and cluster.host.count(".") >= 2
+               else result.service.metadata.namespace if result.service is not None else ns) or "default"  # fmt: skip
+    allowed, lines = _tcp_authorization(client, endpoint, dest_ns)
+    for line in lines:
+        click.echo(line)
+    click.echo(f"verdict: {'allowed' if allowed else 'denied'}")
+
+
+def _tcp_authorization(client: Any, endpoint: Any, namespace: str) -> tuple[bool, list[str]]:
+    """What the destination pod's sidecar does with a plaintext connection from the service proxy."""
+    import json
+
+    from meshwork.cli.mesh import snapshot_for
+    from meshwork.core.inject import SIDECAR_NAME, app_ip, pod_ports
+    from meshwork.core.mesh.why_tcp import SERVICE_PROXY_SOURCE_IP, explain_tcp_authorization
+    from meshwork.proxy.guard import GuardRejected, compile_guard
+    from meshwork.proxy.inbound import (
+        PROXY_PORTS,
+        opaque_ports,
+        parse_pod_ports,
+        services_from_snapshot,
+    )
+    from meshwork.proxy.meshtls import inbound_mtls
+    from meshwork.proxy.tls import TlsMode
+
+    port = int(endpoint.port)
+    where = f"{endpoint.name or endpoint.address}.{namespace}"
+    if not endpoint.name:
+        return True, [f"endpoint {endpoint.key} is no pod: nothing stands before its app, allowed"]
+    lines = [f"to endpoint {endpoint.key} ({where}; the first of the ready ones)"]
+    try:
+        pod = client.request("GET", f"/api/v1/namespaces/{quote(namespace)}/pods/{quote(endpoint.name)}")
+    except MeshworkError as exc:
+        return True, [*lines, f"authorization at {where}: cannot tell: {exc}"]
+    containers = list((pod.get("spec") or {}).get("containers") or ()) + list((pod.get("spec") or {}).get("initContainers") or ())
+    if not any(c.get("name") == SIDECAR_NAME for c in containers):
+        return True, [*lines, f"{where} has no sidecar: the connection reaches its app, no AuthorizationPolicy is enforced"]
+    pod_ip = str((pod.get("status") or {}).get("podIP") or endpoint.address)
+    if app_ip(pod_ip) is None:
+        return True, [*lines, f"{where}'s sidecar does not capture {pod_ip}'s ports (no app address): "
+                              "the connection reaches its app, no AuthorizationPolicy is enforced"]  # fmt: skip
+    try:
+        dest = snapshot_for(client, endpoint.name, namespace)
+        guard = compile_guard(dest)
+    except GuardRejected as exc:
+        return True, [*lines, f"authorization at {where}: its proxy refuses the policies: {exc}"]
+    declared = parse_pod_ports(json.dumps(pod_ports(pod)))
+    captured = ({p.port for p in declared} | set(services_from_snapshot(dest, pod_ip))) - PROXY_PORTS
+    if port not in captured:
+        return True, [*lines, f"port {port} is not captured by {where}'s sidecar (no container port or Service "
+                              "names it): the connection reaches the app, no AuthorizationPolicy is enforced"]  # fmt: skip
+    if port not in opaque_ports(dest, pod_ip, declared):
+        return True, [*lines, f"port {port} speaks HTTP at {where}'s sidecar (no tcp- name or appProtocol): "
+                              "it reads the bytes as HTTP and authorizes each request; ask with an http:// URL"]  # fmt: skip
+    mtls, _ = inbound_mtls(dest, captured)
+    if mtls.mode_for(port) is TlsMode.STRICT:
+        return False, [*lines, f"mTLS STRICT for port {port} at {where}: its sidecar takes no plaintext TCP "
+                               "(sidecars carry no TCP between them): the connection is refused"]  # fmt: skip
+    allowed, more = explain_tcp_authorization(
+        where, guard.authorizer if guard is not None else None, source_ip=SERVICE_PROXY_SOURCE_IP,
+        destination_ip=pod_ip, destination_port=port)  # fmt: skip
+    return allowed, [*lines, *more]
