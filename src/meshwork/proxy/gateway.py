@@ -70,8 +70,8 @@ class GatewayListeners:
                      bind_ports: Mapping[int, int], guard: Guard | None = None) -> str | None:  # fmt: skip
         """One listener per port the Gateways open (``proxies``: listen port -> listener, updated in
         place); ``bind_ports`` maps a Gateway server port to the port to listen on; ``guard`` holds
-        the policies the TCP listeners authorize connections with. Returns the servers left out
-        and why (a missing credential), or None."""
+        the policies the TCP listeners and TLS passthrough authorize connections with. Returns
+        the servers left out and why (a missing credential), or None."""
         gw_tls = self.tls
         wanted = set(table.ports) | set(table.gateway_tls)
         tcp_ports = tcp_listener_ports(table)
@@ -80,8 +80,9 @@ class GatewayListeners:
             decider = decider_for(port)
             was_tls = gw_tls.serving.get(port, False)
             tls: ListenerTls | None = None
-            if port in table.gateway_tls:
-                tls, skipped = gw_tls.listener(table.gateway_tls[port], states)
+            if port in table.gateway_tls:  # passthrough connections pass the guard's policies, from the first
+                authorizer = guard.authorizer if guard is not None else None
+                tls, skipped = gw_tls.listener(table.gateway_tls[port], states, authorizer)
                 left_out += skipped
             else:
                 gw_tls.forget(port)

@@ -19,7 +19,13 @@ listener reads for every new connection:
 * PASSTHROUGH: the listener's hook picks the ``tls[]`` route for the
   ClientHello's SNI and a destination by weight, and splices the connection
   to the destination's app address (the backend terminates TLS itself, so
-  the bytes never go through its sidecar's HTTP inbound).
+  the bytes never go through its sidecar's HTTP inbound). The gateway
+  workload's AuthorizationPolicies (``authorizer``, given with each config,
+  before the port listens) decide each such connection once its SNI is
+  read, as the plain TCP listeners do on accept (``proxy.gatewaytcp``):
+  ``destination.port`` is the Gateway server's port, ``connection.sni`` the
+  ClientHello's name; a denied connection is closed before any upstream is
+  opened, counted in its splice's ``denied`` and logged (``proxy.tcp``).
 
 What must not live here: which servers exist and which Secret they name
 (``core.mesh.gateway_tls``), sockets (``proxy.tlslisten``).
@@ -33,6 +39,7 @@ import ssl
 from collections.abc import Callable, Mapping
 
 from meshwork.core.mesh.gateway_tls import PortTls, TlsServer, lookup_sni
+from meshwork.core.security.authz import Authorizer
 from meshwork.proxy import plan
 from meshwork.proxy.mesh import ClusterState
 from meshwork.proxy.tls import HTTP_ALPN, ContextHolder, ListenerTls, TlsMode, server_context
@@ -114,9 +121,11 @@ class GatewayTls:
         self._contexts: dict[str, ssl.SSLContext] = {}  # by digest of what built them
 
     def listener(
-        self, spec: PortTls, states: Mapping[str, ClusterState]
+        self, spec: PortTls, states: Mapping[str, ClusterState], authorizer: Authorizer | None = None
     ) -> tuple[ListenerTls, list[str]]:
-        """The port's policy, updated in place for the next connections; and the servers left out, with why."""
+        """The port's policy, updated in place for the next connections; and the servers left out, with why.
+
+        ``authorizer``: the gateway workload's policies, which passthrough connections must pass."""
         problems = list(spec.skipped)
         default: ContextHolder | None = None
         by_sni: dict[str, ContextHolder] = {}
@@ -155,6 +164,7 @@ class GatewayTls:
         # Fields are read once per new connection: assign the finished values, never mutate them.
         tls.mode = TlsMode.PERMISSIVE if spec.plaintext else TlsMode.STRICT
         tls.holder, tls.by_sni = default, by_sni
+        tls.passthrough_authorizer, tls.passthrough_port = authorizer, spec.port  # before the hook that uses them
         tls.passthrough = self._passthrough(spec, states) if spec.passthrough else None
         return tls, problems
 

@@ -35,6 +35,18 @@ removed before the request goes on to the app's ``<port>``:
   STRICT (``refuses_plaintext``, set when ports differ in mode and the
   listener therefore runs PERMISSIVE) gets no answer: the connection closes.
 
+ProxyPlugins whose ``spec.match`` selects the SERVER side (``proxy.plugins``)
+run here, on a request this decider forwards to the app, for the app port
+it goes to: ``on_request`` before it reaches the app (an answer ends it
+there; a hook that fails is skipped, counted in ``FAILURES``, and the
+request goes on), ``on_response`` on the app's response (the plan's
+``on_response``). ``pick`` is not called: the app is the one endpoint. The
+decider's own refusals (404, 503, a STRICT port's close) and the guard's,
+which runs before it (as Istio puts a WasmPlugin of the default phase after
+its authorization filter), reach no plugin. With no plugin selected for a
+port, its plans are the same as without the feature: ``at_port`` returns
+the plain ``PortDecider``, and :15006 tests one flag it already tested.
+
 Istio's inbound side never retries and sets no timeout; neither does this.
 The cluster names carry the Service that selects this pod on that port (from
 the snapshot, ``services_from_snapshot``), so ``reporter="destination"``
@@ -45,6 +57,7 @@ What must not live here: sockets, the event loop (the engine, ``proxy.server``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -53,6 +66,16 @@ from typing import Any
 from meshwork.core.http1 import Request
 from meshwork.core.mesh.flags import local_reply
 from meshwork.proxy import plan
+from meshwork.proxy.plugins import (
+    SERVER,
+    Hooks,
+    Plugin,
+    PluginChain,
+    ResponseHooks,
+    plugin_request,
+    request_fields,
+    run_request,
+)
 
 __all__ = [
     "INBOUND_PORT",
@@ -60,6 +83,7 @@ __all__ = [
     "PROXY_PORTS",
     "AppPort",
     "InboundDecider",
+    "PluggedPortDecider",
     "PortDecider",
     "opaque_ports",
     "parse_pod_ports",
@@ -185,6 +209,7 @@ class InboundDecider:
         refuses_plaintext: Callable[[int], bool] | None = None,
         *,
         app_ip: str | None = None,
+        plugins: Iterable[Plugin] = (),
     ) -> None:
         self.pod_ip = pod_ip
         # Where the app listens: its own address when the sidecar captures the pod IP's ports.
@@ -192,6 +217,10 @@ class InboundDecider:
         # PeerAuthentication with ports in different modes (``proxy.meshtls``): the listener is
         # PERMISSIVE and a plaintext request for a STRICT app port is refused here.
         self.refuses_plaintext = refuses_plaintext
+        chain = PluginChain(list(plugins), SERVER)
+        self.plugins = chain if chain else None  # the SERVER side's ProxyPlugins, if any
+        # Whether a forward needs a second look (plaintext refusal, plugins): one test when it does not.
+        self._checked = refuses_plaintext is not None or self.plugins is not None
         services = services or {}
         declared = {p.port: p for p in ports if p.port not in PROXY_PORTS}  # the proxy's own: never the app's
         for port in services:  # a Service's targetPort is an app port even when not declared (as in Istio)
@@ -208,10 +237,17 @@ class InboundDecider:
 
     def decide(self, request: Request, downstream: plan.Downstream) -> plan.Plan:
         chosen = self._decide(request)
-        if self.refuses_plaintext is not None and not downstream.tls and type(chosen) is plan.Forward:
+        if self._checked and type(chosen) is plan.Forward:
             endpoint = getattr(chosen.cluster, "endpoint", None)
-            if endpoint is not None and self.refuses_plaintext(endpoint.port):
+            if endpoint is None:
+                return chosen
+            refuses = self.refuses_plaintext
+            if refuses is not None and not downstream.tls and refuses(endpoint.port):
                 return _REFUSED
+            if self.plugins is not None:
+                hooks = self.plugins.at(endpoint.port)
+                if hooks.plugins:
+                    return plugged(request, chosen, hooks)
         return chosen
 
     def _decide(self, request: Request) -> plan.Plan:
@@ -243,10 +279,14 @@ class InboundDecider:
         return forward
 
     def at_port(self, port: int) -> PortDecider:
-        """The decider of a capture listener on ``$POD_IP:<port>``: every request goes to that app port."""
+        """The decider of a capture listener on ``$POD_IP:<port>``: every request goes to that app port
+        (through the SERVER side's plugins for that port, when any)."""
         forward = self._forwards.get(port)
         if forward is None:
             forward = plan.Forward(cluster=self.cluster_at(port), request_headers=_REMOVE)
+        hooks = self.plugins.at(port) if self.plugins is not None else None
+        if hooks is not None and hooks.plugins:
+            return PluggedPortDecider(port, forward, hooks)
         return PortDecider(port, forward)
 
     def cluster_at(self, port: int) -> _AppCluster:
@@ -266,3 +306,35 @@ class PortDecider:
 
     def decide(self, request: Request, downstream: plan.Downstream) -> plan.Plan:
         return self.forward
+
+
+class PluggedPortDecider(PortDecider):
+    """A captured app port whose requests pass the SERVER side's plugins."""
+
+    __slots__ = ("hooks",)
+
+    def __init__(self, port: int, forward: plan.Forward, hooks: Hooks) -> None:
+        super().__init__(port, forward)
+        self.hooks = hooks
+
+    def decide(self, request: Request, downstream: plan.Downstream) -> plan.Plan:
+        return plugged(request, self.forward, self.hooks)
+
+
+def plugged(request: Request, forward: plan.Forward, hooks: Hooks) -> plan.Plan:
+    """``forward`` after the plugins' ``on_request`` (an answer, or headers for the app), with their
+    ``on_response`` on the app's response. A failing hook is skipped (``run_request`` fail-open)."""
+    view = plugin_request(request)
+    reply = run_request(hooks.plugins, view, fail_open=True)
+    if reply is not None:
+        return plan.DirectResponse(status=reply.status, body=reply.body, headers=reply.headers,
+                                   reason=f"answered by ProxyPlugin {reply.plugin}")  # fmt: skip
+    extra = request_fields(view.headers_to_add)  # already checked hook by hook: valid
+    on_response = ResponseHooks(hooks.responders, view, forward.response_headers) if hooks.responders else None
+    if not extra and on_response is None:
+        return forward
+    edits = forward.request_headers
+    if extra:
+        edits = plan.HeaderEdits(set=(edits.set if edits else ()) + extra, add=edits.add if edits else (),
+                                 remove=edits.remove if edits else ())  # fmt: skip
+    return dataclasses.replace(forward, request_headers=edits, on_response=on_response)

@@ -21,7 +21,8 @@ Which TLS each endpoint gets (auto mTLS, DestinationRule ``tls``) is asked of
 an ``EndpointTls`` (``proxy.meshtls.OutboundMtls``, one per snapshot); a
 change of its ``key`` rebuilds the clusters' endpoints.
 
-ProxyPlugins (``proxy.plugins``) selected for this proxy run here: their
+ProxyPlugins (``proxy.plugins``) selected for this proxy's CLIENT side (by
+``spec.match``: mode and the request's service port) run here: their
 ``on_request`` before routing, their ``pick`` through ``_Picked`` (a cluster
 wrapper built only when a plugin has one), their ``on_response`` through the
 plan's ``on_response`` (set only when a plugin has one). With no plugin the
@@ -58,7 +59,9 @@ from meshwork.proxy import plan
 from meshwork.proxy.inbound import INBOUND_PORT, INBOUND_PORT_HEADER
 from meshwork.proxy.observe import ConnectionInfo, RequestInfo
 from meshwork.proxy.plugins import (
+    CLIENT,
     Plugin,
+    PluginChain,
     PluginRequest,
     ResponseHooks,
     request_fields,
@@ -332,10 +335,8 @@ class MeshDecider:
     ) -> None:
         self.table = table
         self.tracing = tracing
-        self.plugins = plugins or []
-        self.pickers = [p for p in self.plugins if p.pick is not None]
-        # Envoy runs a chain's encoders in reverse: the first plugin on the request sees the response last.
-        self.responders = [p for p in reversed(self.plugins) if p.on_response is not None]
+        self.chain = PluginChain(plugins or [], CLIENT)  # the outbound side's: spec.match CLIENT
+        self.plugins = self.chain.plugins
         self.rng = rng or random.Random()
         self.clock = clock
         self.listener_port = listener_port  # a gateway routes by the port it listens on
@@ -394,11 +395,13 @@ class MeshDecider:
         req = self.routing_request(request, self.listener_port)
         view: PluginRequest | None = None
         if self.plugins:
-            view = PluginRequest(req.method, req.path, req.authority, req.headers, {})
-            reply = run_request(self.plugins, view)
-            if reply is not None:
-                return plan.DirectResponse(status=reply.status, body=reply.body, headers=reply.headers,
-                                           reason=f"answered by ProxyPlugin {reply.plugin}")  # fmt: skip
+            hooks = self.chain.at(req.port)
+            if hooks.plugins:
+                view = PluginRequest(req.method, req.path, req.authority, req.headers, {})
+                reply = run_request(hooks.plugins, view)
+                if reply is not None:
+                    return plan.DirectResponse(status=reply.status, body=reply.body, headers=reply.headers,
+                                               reason=f"answered by ProxyPlugin {reply.plugin}")  # fmt: skip
         decision = match_route(self.table, req, self.rng)
         chosen = self.plan_for(decision, req, request, downstream.address)
         if type(chosen) is not plan.Forward or (view is None and self.tracing is None):
@@ -410,12 +413,14 @@ class MeshDecider:
         if view is None:
             return dataclasses.replace(chosen, request_headers=headers)
         cluster = chosen.cluster
-        if self.pickers:
+        hooks = self.chain.at(req.port)
+        if hooks.pickers:
             if type(cluster) is ClusterState and cluster.spec.lb.policy != "PASSTHROUGH":
-                cluster = _Picked(cluster, None, self.pickers, view)
+                cluster = _Picked(cluster, None, hooks.pickers, view)
             elif type(cluster) is _Bound:
-                cluster = _Picked(cluster.state, cluster.hashed, self.pickers, view)
-        on_response = ResponseHooks(self.responders, view, chosen.response_headers) if self.responders else None
+                cluster = _Picked(cluster.state, cluster.hashed, hooks.pickers, view)
+        responders = hooks.responders
+        on_response = ResponseHooks(responders, view, chosen.response_headers) if responders else None
         if not extra and cluster is chosen.cluster and on_response is None:
             return chosen
         return dataclasses.replace(chosen, request_headers=headers, cluster=cluster, on_response=on_response)

@@ -35,6 +35,19 @@ running their three hooks, in the spirit of Envoy's Lua filter
   the tuple is skipped the same way. When no such endpoint is left the
   balancer decides alone (it may reuse a tried endpoint, as Envoy does).
 
+Which side. ``spec.match`` (``TrafficSelector``: ``mode``, ``ports``) says
+where a plugin runs: ``CLIENT``, the sidecar's outbound side (``proxy.mesh``;
+the port is the destination service's), ``SERVER``, its inbound side
+(``proxy.inbound``; the port is the app's), or both; no ``match`` is CLIENT
+only (``meshwork.model.plugins`` says why). ``selected`` loads every plugin
+that selects the workload; ``PluginChain`` keeps one side's and gives, per
+port, the hooks to run (``Hooks``), worked out once per port. On the SERVER
+side ``pick`` is never called (the app is the only endpoint), and an
+``on_request`` that raises or asks for an invalid header is skipped like a
+failing ``on_response`` (``run_request(..., fail_open=True)``): its headers
+are dropped and the request goes on to the app, as the outbound side's 500
+would hide the app's own answer from a caller that did nothing wrong.
+
 Every hook failure is counted in ``FAILURES`` (by plugin and hook) and logged
 on the 1st, 2nd, 4th, 8th... time, so a hook failing on every request cannot
 flood the log. A plugin that fails to load makes the config a NACK. Nothing a
@@ -56,21 +69,30 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Final
+from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
+from meshwork.core.http1 import Request
 from meshwork.core.http1_checks import split_fields
 from meshwork.core.mesh.lb import Endpoint
 from meshwork.proxy.plan import HeaderEdits
 from meshwork.proxy.telemetry import escape_label
 
 __all__ = [
+    "CLIENT",
+    "CLIENT_ONLY",
     "FAILURES",
+    "SERVER",
+    "Hooks",
     "Plugin",
+    "PluginChain",
     "PluginRequest",
     "PluginResponse",
     "Reply",
     "ResponseHeaders",
     "ResponseHooks",
+    "TrafficMatch",
+    "plugin_request",
     "render_failures",
     "request_fields",
     "run_pick",
@@ -119,6 +141,31 @@ class PluginResponse:
     headers_to_remove: list[str] = field(default_factory=list)
 
 
+Side = Literal["CLIENT", "SERVER"]
+CLIENT: Final = "CLIENT"  # the workload's outbound side
+SERVER: Final = "SERVER"  # its inbound side
+_MODES: Final[dict[str, tuple[bool, bool]]] = {  # WorkloadMode -> (client, server)
+    "CLIENT": (True, False), "SERVER": (False, True), "CLIENT_AND_SERVER": (True, True), "UNDEFINED": (True, True),
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficMatch:
+    """One ``TrafficSelector``: the sides it selects, and the ports (empty: every port)."""
+
+    client: bool
+    server: bool
+    ports: frozenset[int] = frozenset()
+
+    def selects(self, side: Side, port: int | None) -> bool:
+        if not (self.client if side == CLIENT else self.server):
+            return False
+        return not self.ports or port in self.ports
+
+
+CLIENT_ONLY: Final = (TrafficMatch(client=True, server=False),)  # no ``match``: meshwork's behaviour before it
+
+
 @dataclass(frozen=True, slots=True)
 class Plugin:
     name: str  # namespace/name of the ProxyPlugin
@@ -127,6 +174,15 @@ class Plugin:
     priority: int = 0
     on_response: Callable[[PluginRequest, PluginResponse], Any] | None = None
     pick: Callable[[PluginRequest, tuple[Endpoint, ...]], Any] | None = None
+    match: tuple[TrafficMatch, ...] = CLIENT_ONLY
+
+    def on_side(self, side: Side) -> bool:
+        """Whether any selector picks some traffic of ``side``."""
+        return any(m.client if side == CLIENT else m.server for m in self.match)
+
+    def runs(self, side: Side, port: int | None) -> bool:
+        """Whether a request of ``side`` for ``port`` passes this plugin."""
+        return any(m.selects(side, port) for m in self.match)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,22 +220,96 @@ def _hook(module: ModuleType, name: str) -> Any:
     return found if callable(found) else None
 
 
+def _traffic(name: str, raw: object) -> tuple[TrafficMatch, ...]:
+    """``spec.match`` in its wire form (checked by the model on apply; ValueError for anything else)."""
+    if not raw:
+        return CLIENT_ONLY
+    if not isinstance(raw, list):
+        raise ValueError(f"ProxyPlugin {name}: spec.match must be a list")
+    out: list[TrafficMatch] = []
+    for i, item in enumerate(raw):
+        item = item if isinstance(item, dict) else {}
+        mode = str(item.get("mode") or "CLIENT_AND_SERVER")
+        if mode not in _MODES:
+            raise ValueError(f"ProxyPlugin {name}: spec.match[{i}].mode: unsupported value {mode!r}")
+        ports: set[int] = set()
+        for j, port in enumerate(item.get("ports") or []):
+            number = port.get("number") if isinstance(port, dict) else None
+            if not isinstance(number, int) or isinstance(number, bool) or not 0 < number < 65536:
+                raise ValueError(f"ProxyPlugin {name}: spec.match[{i}].ports[{j}].number: not a port: {number!r}")
+            ports.add(number)
+        client, server = _MODES[mode]
+        out.append(TrafficMatch(client, server, frozenset(ports)))
+    return tuple(out)
+
+
 def selected(raw_plugins: list[dict[str, Any]], labels: Mapping[str, str]) -> list[Plugin]:
-    """The plugins of the snapshot whose selector picks this proxy, loaded, highest priority first."""
+    """The plugins of the snapshot whose selector picks this proxy (either side), loaded, highest priority first."""
     out: list[Plugin] = []
     for obj in raw_plugins:
         meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
         if not _matches(spec.get("selector"), labels):
             continue
         name = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
+        match = _traffic(name, spec.get("match"))
         try:
             module = _load(str(spec["module"]))
         except Exception as exc:  # a NACK names the plugin and why
             raise ValueError(f"ProxyPlugin {name}: cannot load {spec.get('module')!r}: {exc}") from exc
         out.append(Plugin(name, _hook(module, "on_request"), dict(spec.get("config") or {}),
                           int(spec.get("priority") or 0), _hook(module, "on_response"),
-                          _hook(module, "pick")))  # fmt: skip
+                          _hook(module, "pick"), match))  # fmt: skip
     return sorted(out, key=lambda p: -p.priority)
+
+
+@dataclass(frozen=True, slots=True)
+class Hooks:
+    """What runs for one request: ``on_request`` order, the pickers, and ``on_response`` order (reversed)."""
+
+    plugins: list[Plugin]
+    pickers: list[Plugin]
+    responders: list[Plugin]
+
+
+class PluginChain:
+    """One side's plugins (``CLIENT`` or ``SERVER``), and the hooks for each port, worked out once a port."""
+
+    __slots__ = ("_by_port", "plugins", "side")
+
+    def __init__(self, plugins: list[Plugin], side: Side) -> None:
+        self.side = side
+        self.plugins = [p for p in plugins if p.on_side(side)]
+        self._by_port: dict[int | None, Hooks] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.plugins)
+
+    def at(self, port: int | None) -> Hooks:
+        found = self._by_port.get(port)
+        if found is None:
+            chosen = [p for p in self.plugins if p.runs(self.side, port)]
+            pickers = [p for p in chosen if p.pick is not None] if self.side == CLIENT else []
+            # Envoy runs a chain's encoders in reverse: the first plugin on the request sees the response last.
+            responders = [p for p in reversed(chosen) if p.on_response is not None]
+            found = Hooks(chosen, pickers, responders)
+            if len(self._by_port) < 65536:  # ports are bounded; a stray None or odd port cannot grow it past that
+                self._by_port[port] = found
+        return found
+
+
+def plugin_request(raw: Request) -> PluginRequest:
+    """What a hook sees of a request as the engine parsed it: origin-form path, authority, lower-case names."""
+    target = raw.target.decode("latin-1")
+    authority = (raw.host or b"").decode("latin-1")
+    if not target.startswith("/") and "://" in target:  # absolute-form
+        parts = urlsplit(target)
+        authority = parts.netloc or authority
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    headers: dict[str, str] = {}
+    for name, value in raw.headers:
+        key, text = name.decode("latin-1").lower(), value.decode("latin-1")
+        headers[key] = f"{headers[key]},{text}" if key in headers else text
+    return PluginRequest(raw.method.decode("latin-1"), target, authority, headers, {})
 
 
 def render_failures() -> str:
@@ -222,24 +352,36 @@ def request_fields(added: Mapping[str, str]) -> tuple[tuple[bytes, bytes], ...]:
     return tuple(_field(k, v) for k, v in added.items())
 
 
-def run_request(plugins: list[Plugin], request: PluginRequest) -> Reply | None:
-    """Run the hooks in order; the first that answers ends the request."""
+def _reply(plugin: Plugin, answer: Any) -> Reply:
+    """A hook's ``(status, body[, headers])`` as a reply (ValueError/TypeError when it is not one)."""
+    status, body, *rest = answer
+    headers = tuple((str(k).encode(), str(v).encode()) for k, v in (rest[0] if rest else {}).items())
+    data = body.encode() if isinstance(body, str) else bytes(body)
+    return Reply(int(status), data, headers, plugin.name)
+
+
+def run_request(plugins: list[Plugin], request: PluginRequest, *, fail_open: bool = False) -> Reply | None:
+    """Run the hooks in order; the first that answers ends the request.
+
+    A hook that fails answers 500 naming the plugin; with ``fail_open`` (the
+    SERVER side) it is skipped instead, the headers it added dropped.
+    """
     for plugin in plugins:
         if plugin.on_request is None:
             continue
         request.config = plugin.config
+        before = dict(request.headers_to_add) if fail_open else None
         try:
             answer = plugin.on_request(request)
             request_fields(request.headers_to_add)
+            if answer is None:
+                continue
+            return _reply(plugin, answer)
         except Exception as exc:
             _failed(plugin, "on_request", f"{type(exc).__name__}: {exc}")
-            return Reply(500, f"plugin {plugin.name} failed: {type(exc).__name__}\n".encode(), (), plugin.name)
-        if answer is None:
-            continue
-        status, body, *rest = answer
-        headers = tuple((str(k).encode(), str(v).encode()) for k, v in (rest[0] if rest else {}).items())
-        data = body.encode() if isinstance(body, str) else bytes(body)
-        return Reply(int(status), data, headers, plugin.name)
+            if before is None:
+                return Reply(500, f"plugin {plugin.name} failed: {type(exc).__name__}\n".encode(), (), plugin.name)
+            request.headers_to_add = before
     return None
 
 

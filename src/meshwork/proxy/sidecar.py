@@ -63,7 +63,7 @@ from meshwork.proxy.mesh import ClusterState, MeshDecider, Tracing
 from meshwork.proxy.meshtls import InboundMtls, MeshTls, OutboundMtls, inbound_mtls, sign_over_http
 from meshwork.proxy.observe import Observer, Observers
 from meshwork.proxy.plan import Decider
-from meshwork.proxy.plugins import selected
+from meshwork.proxy.plugins import SERVER, Plugin, selected
 from meshwork.proxy.ratelimit import RateLimitedDecider, limiter_for
 from meshwork.proxy.ready import Startup, notify_ready
 from meshwork.proxy.server import HttpProxy
@@ -222,7 +222,7 @@ class Sidecar:
             self.decider = decider
             pod_ip = self.options.pod_ip or self.options.listen_host
             await self._listen(OUTBOUND_PORT, self._activating(decider), source=pod_ip)
-            await self._inbound(raw, pod_ip)
+            await self._inbound(raw, pod_ip, plugins)
         self.version = str(raw.get("version", ""))
         self._learn_peers(raw)
         self.applied.set()
@@ -252,17 +252,20 @@ class Sidecar:
                     service_account=str(ep.get("serviceAccount") or "default"))  # fmt: skip
         self.metrics.directory = Directory(peers)
 
-    async def _inbound(self, raw: dict[str, Any], pod_ip: str) -> None:
-        """The inbound listener, its decider rebuilt only when the Services sending to this pod change."""
+    async def _inbound(self, raw: dict[str, Any], pod_ip: str, plugins: list[Plugin] | None = None) -> None:
+        """The inbound listener, its decider rebuilt only when the Services sending to this pod change
+        (or its policies, or the ProxyPlugins of its SERVER side)."""
         services = services_from_snapshot(raw, pod_ip)
         mtls = self._inbound_mtls(raw, services)
-        key = (tuple(sorted(services.items())), self.guard, mtls, self.rate_limiter)
+        served = tuple(p for p in plugins or () if p.on_side(SERVER))
+        key = (tuple(sorted(services.items())), self.guard, mtls, self.rate_limiter, served)
         if key == self._inbound_key:
             return
         if self._inbound_observer is None:
             self._inbound_observer = self.metrics.observer("destination")
         refuses = mtls.refuses_plaintext if mtls is not None and mtls.mixed else None
-        inbound = InboundDecider(pod_ip, self.options.pod_ports, services, refuses, app_ip=self.options.app_ip)
+        inbound = InboundDecider(pod_ip, self.options.pod_ports, services, refuses, app_ip=self.options.app_ip,
+                                 plugins=served)  # fmt: skip
         decider = self._limit(self._guard_inbound(inbound, pod_ip))
         await self._listen(INBOUND_PORT, decider, observer=self._inbound_observer,
                            tls=self.mtls.listener if self.mtls is not None else None)  # fmt: skip

@@ -108,13 +108,14 @@ class _Side(asyncio.Protocol):
 class _Client(_Side):
     upstream = False
     connecting = True  # until connect() has an upstream or gave up
+    sni: str | None = None  # a TLS passthrough connection's ClientHello name (``connection.sni``)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         proxy = self.proxy
         peer = transport.get_extra_info("peername")
         source = str(peer[0]) if isinstance(peer, tuple) else ""
-        if proxy.authorizer is not None and not proxy.admit(transport, source):
+        if proxy.authorizer is not None and not proxy.admit(transport, source, self.sni):
             self.connecting = False
             transport.close()  # before any upstream: no byte of this connection reaches the app
             return
@@ -165,13 +166,20 @@ class TcpProxy:
         that decides the cluster per connection, ``proxy.gatewaytcp``, hands these out)."""
         return _Client(self)
 
-    async def accept(self, sock: socket.socket) -> None:
-        """Splice an already accepted client socket (a TLS passthrough listener hands these over).
+    async def accept(self, sock: socket.socket, *, sni: str | None = None) -> None:
+        """Splice an already accepted client socket (a TLS passthrough listener hands these over,
+        with the ClientHello's ``sni``, which policies see as ``connection.sni``).
 
         Bytes the client sent before (and a listener only peeked at) are still
         in the socket and go upstream untouched.
         """
-        await self.loop.connect_accepted_socket(lambda: _Client(self), sock)
+
+        def client() -> _Client:
+            made = _Client(self)
+            made.sni = sni
+            return made
+
+        await self.loop.connect_accepted_socket(client, sock)
 
     async def connect(self, client: _Client) -> None:
         tried: set[object] = set()
@@ -229,9 +237,10 @@ class TcpProxy:
         if client.transport is not None:
             client.transport.close()  # like Envoy: no upstream, the connection just closes (flag UF)
 
-    def admit(self, transport: asyncio.BaseTransport, source: str) -> bool:
-        """Authorize a connection just accepted; a denial is counted, reported and logged here
-        (the caller closes it)."""
+    def admit(self, transport: asyncio.BaseTransport, source: str, sni: str | None = None) -> bool:
+        """Authorize a connection just accepted (``sni``: its TLS ClientHello's name, when a
+        passthrough listener read one); a denial is counted, reported and logged here (the
+        caller closes it)."""
         authorizer = self.authorizer
         if authorizer is None:
             return True
@@ -241,7 +250,7 @@ class TcpProxy:
         if port is None and isinstance(local, tuple):
             port = int(local[1])
         verdict = authorizer.check_connection(
-            source_ip=source or None, destination_ip=local_ip, destination_port=port
+            source_ip=source or None, destination_ip=local_ip, destination_port=port, sni=sni
         )
         if verdict.shadow is not None:
             log.debug("tcp %s -> %s:%s: %s", source, local_ip, port, verdict.shadow)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from meshwork.core.security.authz import Authorizer
     from meshwork.proxy.plan import Cluster
 
 __all__ = [
@@ -181,13 +182,18 @@ class ListenerTls:
     names first, then ``*.`` wildcards, as Istio matches Gateway hosts); with
     no match and no holder the connection is closed. ``passthrough``, when
     set, is asked first with the ClientHello's SNI: a cluster it returns gets
-    the connection's bytes untouched (Gateway ``tls.mode: PASSTHROUGH``).
+    the connection's bytes untouched (Gateway ``tls.mode: PASSTHROUGH``),
+    once ``passthrough_authorizer`` (None: no policy applies) admits it from
+    its addresses, ``passthrough_port`` and the SNI (``proxy.tcp``: a denied
+    one is closed before any upstream is opened).
     """
 
     mode: TlsMode = TlsMode.STRICT
     holder: ContextHolder | None = None
     by_sni: Mapping[str, ContextHolder] = field(default_factory=dict)
     passthrough: Callable[[str | None], Cluster | None] | None = None
+    passthrough_authorizer: Authorizer | None = None
+    passthrough_port: int | None = None  # the port policies see (a Gateway server's); None: the local one
     # Envoy's transport_socket_connect_timeout / Istio's default handshake bound.
     handshake_timeout: float = 10.0
 

@@ -146,7 +146,10 @@ class TlsListener:
             cluster = tls.passthrough(sni)
             if cluster is not None:
                 stats["passthrough"] += 1
-                await self.proxy.passthrough_proxy(cluster).accept(sock)
+                tcp = self.proxy.passthrough_proxy(cluster)
+                # The policies the listener's owner set (a gateway's): decided on accept, with the SNI.
+                tcp.authorizer, tcp.destination_port = tls.passthrough_authorizer, tls.passthrough_port
+                await tcp.accept(sock, sni=sni)
                 return
         if not is_tls or mode is TlsMode.DISABLE:
             if mode is TlsMode.STRICT:
