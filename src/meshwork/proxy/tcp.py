@@ -29,12 +29,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
-from meshwork.core.security.authz import Authorizer
-from meshwork.proxy.guard import denial_details
 from meshwork.proxy.observe import ConnectionInfo, Observer
 from meshwork.proxy.plan import Cluster, ErrorKind
+
+if TYPE_CHECKING:  # the policy model pulls in pydantic: a standalone proxy never loads it
+    from meshwork.core.security.authz import Authorizer, Verdict
 
 __all__ = ["TcpProxy"]
 
@@ -258,7 +259,7 @@ class TcpProxy:
             return True
         self.denied += 1
         log.debug("tcp %s -> %s:%s closed: %s: %s", source, local_ip, port,
-                  denial_details(verdict), verdict.reason)  # fmt: skip
+                  _denial_details(verdict), verdict.reason)  # fmt: skip
         if self.observer is not None:
             info = ConnectionInfo(source, self.cluster.name, self.loop.time())
             try:
@@ -286,3 +287,9 @@ class TcpProxy:
                 side.transport.close()
         if self._server is not None:
             await self._server.wait_closed()
+
+
+def _denial_details(verdict: Verdict) -> str:
+    from meshwork.proxy.guard import denial_details  # only when a policy denied: guard is heavy
+
+    return denial_details(verdict)
