@@ -16,9 +16,9 @@ tracer (``proxy.tracing``), the engine.
 from __future__ import annotations
 
 import json
+import sys
 
 from meshwork.httpd import HttpServer, Request, Response
-from meshwork.proxy.plugins import render_failures
 from meshwork.proxy.telemetry import CONTENT_TYPE, MeshMetrics
 from meshwork.proxy.tracing import Tracer
 
@@ -58,7 +58,7 @@ class AdminServer:
                             content_type="text/plain; charset=utf-8")  # fmt: skip
         path = request.path
         if path == "/stats/prometheus":
-            text = self.metrics.render() + render_failures()
+            text = self.metrics.render() + _plugin_failures()
             return Response(200, text.encode(), content_type=CONTENT_TYPE)
         if path == "/healthz/ready":
             if self.ready:
@@ -71,3 +71,13 @@ class AdminServer:
             spans = list(self.tracer.spans) if self.tracer is not None else []
             return Response(200, json.dumps({"spans": [s.to_otlp() for s in spans]}).encode())
         return Response(404, b"not found\n", content_type="text/plain; charset=utf-8")
+
+
+def _plugin_failures() -> str:
+    """``meshwork_proxy_plugin_failures_total`` once any ProxyPlugin was loaded (``proxy.plugins``).
+
+    Looked up, not imported: that module brings the resource model, which a
+    standalone proxy (no plugins possible) must not load.
+    """
+    plugins = sys.modules.get("meshwork.proxy.plugins")
+    return plugins.render_failures() if plugins is not None else ""  # type: ignore[no-any-return]

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 
@@ -31,14 +32,18 @@ def test_the_running_proxy_maps_no_pydantic() -> None:
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert proc.poll() is None, "the proxy exited"
-                assert time.monotonic() < deadline, "the proxy did not listen within 30 s"
-                time.sleep(0.05)
+        for p in (port, metrics):
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", p), timeout=1).close()
+                    break
+                except OSError:
+                    assert proc.poll() is None, "the proxy exited"
+                    assert time.monotonic() < deadline, "the proxy did not listen within 30 s"
+                    time.sleep(0.05)
+        # Scrape once, so the admin port's own imports are in too.
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/stats/prometheus", timeout=10) as r:
+            assert r.status == 200
         maps = Path(f"/proc/{proc.pid}/maps").read_text()
         assert "pydantic_core" not in maps, "the standalone proxy loaded pydantic (and the resource model)"
     finally:
