@@ -9,6 +9,7 @@ never leaves a process behind.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import subprocess
 import sys
@@ -82,6 +83,12 @@ class Node:
     def get(self, path: str) -> dict[str, Any] | None:
         reply = self.http.get(path)
         return dict(reply.json) if reply.status == 200 else None
+
+    def cli(self, *args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """``meshwork ARGS...`` against this server, as a user runs it."""
+        env = {**os.environ, "MESHWORK_SERVER": self.server.url, "MESHWORK_TOKEN": self.server.token}
+        return subprocess.run([sys.executable, "-m", "meshwork", *args], env=env, capture_output=True,
+                              text=True, timeout=timeout, input=stdin)  # fmt: skip
 
 
 def is_ready(pod: dict[str, Any]) -> bool:

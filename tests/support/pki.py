@@ -8,6 +8,7 @@ a foreign root. DNS-named leaves serve gateway (SNI) tests.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ssl
 from dataclasses import dataclass
@@ -137,3 +138,13 @@ def handshake(
     c_in.write(s_out.read())
     assert cli.read(1) == b"x"
     return srv, cli
+
+
+def client_hello(sni: str) -> bytes:
+    """The first bytes a TLS client sends for ``sni``: a real ClientHello, made by ``ssl``."""
+    ctx = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    return outgoing.read()

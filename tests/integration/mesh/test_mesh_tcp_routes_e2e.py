@@ -13,12 +13,8 @@ from the loopback, not through the sidecar). It skips without
 from __future__ import annotations
 
 import asyncio
-import math
-import os
 import random
 import socket
-import subprocess
-import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -33,7 +29,8 @@ from meshwork.model.istio_routing import VirtualService
 from meshwork.model.istio_traffic import DestinationRule
 from meshwork.model.pod import Pod
 from support.conformance import CONFORMANCE, absent_reason
-from support.node import Node, is_ready, running_node, wait_for
+from support.node import is_ready, running_node, wait_for
+from support.tcpecho import V2, binomial_interval
 
 pytestmark = pytest.mark.integration
 
@@ -43,34 +40,6 @@ SUBSETS = {"apiVersion": "networking.istio.io/v1", "kind": "DestinationRule",
            "spec": {"host": "tcp-echo", "subsets": [{"name": "v1", "labels": {"version": "v1"}},
                                                     {"name": "v2", "labels": {"version": "v2"}},
                                                     {"name": "v3", "labels": {"version": "v3"}}]}}  # fmt: skip
-V2 = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: tcp-echo-v2
-  labels:
-    app: tcp-echo
-    version: v2
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: tcp-echo
-      version: v2
-  template:
-    metadata:
-      labels:
-        app: tcp-echo
-        version: v2
-    spec:
-      containers:
-      - name: tcp-echo
-        image: registry.istio.io/release/tcp-echo-server:1.3
-        args: [ "9000,9001,9002", "two" ]
-        ports:
-        - containerPort: 9000
-        - containerPort: 9001
-"""
 CONNECTIONS = 300  # per split measured end to end
 FALSE_FAILURE = 1e-6  # chance that a correct 80/20 split falls outside the interval checked
 V2_SHARE = 0.2
@@ -83,24 +52,6 @@ def mesh_vs(weights: dict[str, int], port: int = 9000) -> dict[str, Any]:
     return {"apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
             "metadata": {"name": "tcp-echo", "namespace": "default"},
             "spec": {"hosts": ["tcp-echo"], "tcp": [{"match": [{"port": port}], "route": route}]}}  # fmt: skip
-
-
-def binomial_interval(n: int, p: float, alpha: float) -> tuple[int, int]:
-    """The counts [lo, hi] holding all but at most ``alpha`` of Binomial(n, p) (alpha/2 per tail)."""
-
-    def pmf(k: int) -> float:
-        return math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-                        + k * math.log(p) + (n - k) * math.log1p(-p))  # fmt: skip
-
-    lo, tail = 0, 0.0
-    while tail + pmf(lo) <= alpha / 2:
-        tail += pmf(lo)
-        lo += 1
-    hi, tail = n, 0.0
-    while tail + pmf(hi) <= alpha / 2:
-        tail += pmf(hi)
-        hi -= 1
-    return lo, hi
 
 
 def cluster_ip() -> str:
@@ -231,12 +182,6 @@ def test_the_cluster_ip_proxy_follows_mesh_tcp_routes_per_connection() -> None:
 # ---------------------------------------------------------------------------
 
 
-def _meshwork(node: Node, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MESHWORK_SERVER": node.server.url, "MESHWORK_TOKEN": node.server.token}
-    return subprocess.run([sys.executable, "-m", "meshwork", *args], env=env, capture_output=True, text=True,
-                          timeout=60, input=stdin)  # fmt: skip
-
-
 def _nc(ip: str, port: int) -> str:
     """``echo line | nc IP PORT`` from a process that does not use the sidecar (as a pod's raw TCP)."""
     try:
@@ -262,7 +207,7 @@ def test_tcp_traffic_shifting_inside_the_mesh_through_the_cluster_ip(tmp_path: P
     with running_node(tmp_path) as node:
         node.apply("/api/v1/namespaces/default/services", svc)
         node.apply("/apis/apps/v1/namespaces/default/deployments", next(d for d in docs if d["kind"] == "Deployment"))
-        done = _meshwork(node, "apply", "-f", "-", stdin=V2)
+        done = node.cli("apply", "-f", "-", stdin=V2)
         assert done.returncode == 0, done.stderr
         node.apply("/apis/networking.istio.io/v1/namespaces/default/destinationrules", SUBSETS)
 

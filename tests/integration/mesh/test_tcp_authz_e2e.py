@@ -34,16 +34,13 @@ so the task's 9002 step is not checked (it could not fail).
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from support.conformance import CONFORMANCE, absent_reason
-from support.node import Node, is_ready, running_node, wait_for
+from support.node import is_ready, running_node, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -71,12 +68,6 @@ ALLOW_GET = POLICY.format(action="ALLOW", operation='        methods: ["GET"]\n 
 DENY_GET = POLICY.format(action="DENY", operation='        methods: ["GET"]\n        ports: ["9000"]')
 
 
-def _meshwork(node: Node, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MESHWORK_SERVER": node.server.url, "MESHWORK_TOKEN": node.server.token}
-    return subprocess.run([sys.executable, "-m", "meshwork", *args], env=env, capture_output=True, text=True,
-                          timeout=60, input=stdin)  # fmt: skip
-
-
 def _nc(ip: str, port: int) -> str:
     """``echo "port N" | nc IP N``: the answer, or "" when the connection was refused or closed."""
     try:
@@ -97,7 +88,7 @@ def test_authorization_on_tcp_traffic(tmp_path: Path) -> None:
     with running_node(tmp_path) as node:
         node.apply("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                           "metadata": {"name": NAMESPACE, "labels": {"istio-injection": "enabled"}}})  # fmt: skip
-        done = _meshwork(node, "apply", "-n", NAMESPACE, "-f", str(SAMPLE))
+        done = node.cli("apply", "-n", NAMESPACE, "-f", str(SAMPLE))
         assert done.returncode == 0, done.stderr
 
         def ready() -> str | None:
@@ -115,7 +106,7 @@ def test_authorization_on_tcp_traffic(tmp_path: Path) -> None:
             return _nc(ip, port) == f"hello port {port}\n"
 
         def apply(policy: str) -> None:
-            done = _meshwork(node, "apply", "-n", NAMESPACE, "-f", "-", stdin=policy)
+            done = node.cli("apply", "-n", NAMESPACE, "-f", "-", stdin=policy)
             assert done.returncode == 0, done.stderr
 
         # No policy: the Service's ports answer.
@@ -140,7 +131,7 @@ def test_authorization_on_tcp_traffic(tmp_path: Path) -> None:
         assert answers(9001) and answers(9001, pod_ip)
 
         # No policy again: 9000 answers again (policies follow the config live).
-        done = _meshwork(node, "delete", "authorizationpolicy", "tcp-policy", "-n", NAMESPACE)
+        done = node.cli("delete", "authorizationpolicy", "tcp-policy", "-n", NAMESPACE)
         assert done.returncode == 0, done.stderr
         wait_for(lambda: answers(9000) or None, 30, "9000 answering once the policy is gone")
 
@@ -181,11 +172,11 @@ def test_authorization_on_the_ingress_gateways_tcp_listener(tmp_path: Path) -> N
         node.apply("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                           "metadata": {"name": NAMESPACE, "labels": {"istio-injection": "enabled"}}})  # fmt: skip
         for path in (SAMPLE, routes):
-            done = _meshwork(node, "apply", "-n", NAMESPACE, "-f", str(path))
+            done = node.cli("apply", "-n", NAMESPACE, "-f", str(path))
             assert done.returncode == 0, done.stderr
 
         def apply(policy: str) -> None:
-            done = _meshwork(node, "apply", "-f", "-", stdin=policy)
+            done = node.cli("apply", "-f", "-", stdin=policy)
             assert done.returncode == 0, done.stderr
 
         def answers() -> bool:

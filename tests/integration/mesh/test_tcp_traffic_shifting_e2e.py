@@ -19,11 +19,7 @@ here. The ingress Service maps Gateway port 31400 to a free host port, as
 
 from __future__ import annotations
 
-import math
-import os
 import socket
-import subprocess
-import sys
 import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -33,40 +29,12 @@ import pytest
 
 from support.conformance import CONFORMANCE, absent_reason
 from support.node import Node, is_ready, running_node, wait_for
+from support.tcpecho import V2, binomial_interval
 
 pytestmark = pytest.mark.integration
 
 SAMPLE = CONFORMANCE / "istio" / "tcp-echo"
 NAMESPACE = "istio-io-tcp-traffic-shifting"  # the task's namespace
-V2 = """\
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: tcp-echo-v2
-  labels:
-    app: tcp-echo
-    version: v2
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: tcp-echo
-      version: v2
-  template:
-    metadata:
-      labels:
-        app: tcp-echo
-        version: v2
-    spec:
-      containers:
-      - name: tcp-echo
-        image: registry.istio.io/release/tcp-echo-server:1.3
-        imagePullPolicy: IfNotPresent
-        args: [ "9000,9001,9002", "two" ]
-        ports:
-        - containerPort: 9000
-        - containerPort: 9001
-"""
 # 80/20 over N connections: the share of v2 must fall in the two-sided binomial interval a
 # correct 80/20 split leaves with probability below FALSE_FAILURE. N = 3000 makes that
 # interval narrower than the issue's +-3 % (checked below, from the exact binomial tails).
@@ -74,12 +42,6 @@ CONNECTIONS = 3000
 FALSE_FAILURE = 1e-4
 V2_SHARE = 0.2
 CONCURRENCY = 16  # clients at a time (nc in a loop, several shells)
-
-
-def _meshwork(node: Node, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MESHWORK_SERVER": node.server.url, "MESHWORK_TOKEN": node.server.token}
-    return subprocess.run([sys.executable, "-m", "meshwork", *args], env=env, capture_output=True, text=True,
-                          timeout=60, input=stdin)  # fmt: skip
 
 
 def _free_port() -> int:
@@ -102,24 +64,6 @@ def _nc(port: int, line: bytes = b"Mon Jan  1 00:00:00 UTC 2024\n") -> str:
     return b"".join(chunks).decode()
 
 
-def _binomial_interval(n: int, p: float, alpha: float) -> tuple[int, int]:
-    """The counts [lo, hi] holding all but at most ``alpha`` of Binomial(n, p) (alpha/2 per tail)."""
-
-    def pmf(k: int) -> float:
-        return math.exp(math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-                        + k * math.log(p) + (n - k) * math.log1p(-p))  # fmt: skip
-
-    lo, tail = 0, 0.0
-    while tail + pmf(lo) <= alpha / 2:
-        tail += pmf(lo)
-        lo += 1
-    hi, tail = n, 0.0
-    while tail + pmf(hi) <= alpha / 2:
-        tail += pmf(hi)
-        hi -= 1
-    return lo, hi
-
-
 def _prefixes(port: int, n: int) -> Counter[str]:
     with ThreadPoolExecutor(CONCURRENCY) as pool:
         answers = list(pool.map(lambda _: _nc(port), range(n)))
@@ -133,7 +77,7 @@ def _gateway_metrics(node: Node) -> str:
 
 
 def test_the_interval_is_inside_the_issues_three_percent() -> None:
-    lo, hi = _binomial_interval(CONNECTIONS, V2_SHARE, FALSE_FAILURE)
+    lo, hi = binomial_interval(CONNECTIONS, V2_SHARE, FALSE_FAILURE)
     assert V2_SHARE - 0.03 <= lo / CONNECTIONS and hi / CONNECTIONS <= V2_SHARE + 0.03, (lo, hi)
 
 
@@ -146,9 +90,9 @@ def test_tcp_traffic_shifting_through_the_ingress_gateway(tmp_path: Path) -> Non
     with running_node(tmp_path, "--ingress-gateway", "--ingress-ports", f"31400:{port}") as node:
         node.apply("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
                                           "metadata": {"name": NAMESPACE, "labels": {"istio-injection": "enabled"}}})  # fmt: skip
-        done = _meshwork(node, "apply", "-n", NAMESPACE, "-f", str(files[0]))
+        done = node.cli("apply", "-n", NAMESPACE, "-f", str(files[0]))
         assert done.returncode == 0, done.stderr
-        done = _meshwork(node, "apply", "-n", NAMESPACE, "-f", "-", stdin=V2)
+        done = node.cli("apply", "-n", NAMESPACE, "-f", "-", stdin=V2)
         assert done.returncode == 0, done.stderr
 
         def ready() -> list[str] | None:
@@ -162,7 +106,7 @@ def test_tcp_traffic_shifting_through_the_ingress_gateway(tmp_path: Path) -> Non
         assert [p for p in node.pods("istio-system") if is_ready(p)], "the ingress gateway pod"
 
         # All to v1: every connection is answered by v1 (this sample's v1 prefixes "hello").
-        done = _meshwork(node, "apply", "-n", NAMESPACE, "-f", str(files[1]))
+        done = node.cli("apply", "-n", NAMESPACE, "-f", str(files[1]))
         assert done.returncode == 0, done.stderr
         wait_for(lambda: _nc(port).startswith("hello ") or None, 60, "the gateway to route :31400 to v1")
         answers = _prefixes(port, 20)
@@ -175,14 +119,14 @@ def test_tcp_traffic_shifting_through_the_ingress_gateway(tmp_path: Path) -> Non
         with socket.create_connection(("127.0.0.1", port), timeout=10) as held:
             held.sendall(b"before\n")
             assert held.recv(100) == b"hello before\n"
-            done = _meshwork(node, "apply", "-n", NAMESPACE, "-f", str(files[2]))
+            done = node.cli("apply", "-n", NAMESPACE, "-f", str(files[2]))
             assert done.returncode == 0, done.stderr
             wait_for(lambda: _nc(port).startswith("two ") or None, 60, "a first connection answered by v2")
             held.sendall(b"after\n")
             assert held.recv(100) == b"hello after\n"
         answers = _prefixes(port, CONNECTIONS)
         assert set(answers) == {"hello", "two"}, answers
-        lo, hi = _binomial_interval(CONNECTIONS, V2_SHARE, FALSE_FAILURE)
+        lo, hi = binomial_interval(CONNECTIONS, V2_SHARE, FALSE_FAILURE)
         assert lo <= answers["two"] <= hi, (answers, lo, hi)
 
         # Istio's TCP metrics for these connections, reported by the gateway (reporter="source").
@@ -193,7 +137,7 @@ def test_tcp_traffic_shifting_through_the_ingress_gateway(tmp_path: Path) -> Non
         assert "istio_tcp_sent_bytes_total{" in metrics and "istio_tcp_received_bytes_total{" in metrics
 
         # No route for the port any more (the Gateway stays): connections are closed unanswered.
-        done = _meshwork(node, "delete", "virtualservice", "tcp-echo", "-n", NAMESPACE)
+        done = node.cli("delete", "virtualservice", "tcp-echo", "-n", NAMESPACE)
         assert done.returncode == 0, done.stderr
         # (Closing with the client's line unread makes the kernel reset the connection.)
         unanswered = ("", "error: [Errno 104] Connection reset by peer")

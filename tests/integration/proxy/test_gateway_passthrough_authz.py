@@ -9,10 +9,8 @@ hang into a failure.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import socket
-import ssl
 from collections.abc import Iterator
 
 import pytest
@@ -24,6 +22,7 @@ from meshwork.proxy.gatewaytls import GatewayTls
 from meshwork.proxy.plan import DirectResponse, Downstream, Endpoint
 from meshwork.proxy.server import HttpProxy
 from meshwork.proxy.static import StaticCluster
+from support.pki import client_hello
 
 pytestmark = pytest.mark.integration
 
@@ -46,20 +45,11 @@ def loop() -> Iterator[LoopThread]:
         lt.stop()
 
 
-def _client_hello(sni: str) -> bytes:
-    ctx = ssl.create_default_context()
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
-    with contextlib.suppress(ssl.SSLWantReadError):
-        obj.do_handshake()
-    return outgoing.read()
-
-
 def exchange(port: int, sni: str) -> bytes:
     """A ClientHello for ``sni`` and our side closed; what comes back (b"": closed unanswered)."""
     with socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD) as sock:
         try:
-            sock.sendall(_client_hello(sni))
+            sock.sendall(client_hello(sni))
             sock.shutdown(socket.SHUT_WR)
             got = b""
             while data := sock.recv(65536):

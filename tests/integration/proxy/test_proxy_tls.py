@@ -27,7 +27,7 @@ from meshwork.proxy.plan import DirectResponse, Downstream, Endpoint, Forward, P
 from meshwork.proxy.server import HttpProxy
 from meshwork.proxy.static import StaticCluster
 from meshwork.proxy.tls import ContextHolder, ListenerTls, TlsMode, client_context, server_context
-from support.pki import Leaf, Pki, spiffe
+from support.pki import Leaf, Pki, client_hello, spiffe
 
 pytestmark = pytest.mark.integration
 
@@ -389,7 +389,7 @@ def test_passthrough_forwards_the_tls_bytes_untouched(loop: LoopThread, pki: Pki
             assert served_serial(s) == backend_leaf.serial  # the backend's own certificate, end to end
             assert ask(s) == (200, "backend")
         # Byte for byte: a real ClientHello and whatever follows reach the upstream as sent.
-        hello = _client_hello("raw.example.com")
+        hello = client_hello("raw.example.com")
         sent = hello + b"\x17\x03\x03\x00\x05abcde"
         with socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD) as raw:
             raw.sendall(sent)
@@ -411,10 +411,3 @@ def test_passthrough_forwards_the_tls_bytes_untouched(loop: LoopThread, pki: Pki
             server.close()
 
 
-def _client_hello(sni: str) -> bytes:
-    ctx = ssl.create_default_context()
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
-    with contextlib.suppress(ssl.SSLWantReadError):
-        obj.do_handshake()
-    return outgoing.read()

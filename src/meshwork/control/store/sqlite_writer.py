@@ -65,6 +65,7 @@ EVENT: dict[int, EventType] = {CREATE: "ADDED", UPDATE: "MODIFIED", DELETE: "DEL
 # in one statement; a log row takes five. (MAX_BATCH is well below.)
 _ROWS_PER_STATEMENT: Final = 1000
 
+
 def map_error(exc: sqlite3.Error) -> Exception:
     """The meshwork error for a SQLite failure."""
     code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
@@ -89,6 +90,17 @@ class Op:
     expected: int | None = None
     revision: int = 0  # compaction target
     outcome: Record | BaseException | None = None
+
+
+def _refusal(op: Op, mod_revision: int | None) -> Exception | None:
+    """Why ``op`` cannot apply to its key, now at ``mod_revision`` (None: absent); None if it can."""
+    if op.kind == CREATE:
+        return already_exists(op.key) if mod_revision is not None else None
+    if mod_revision is None:
+        return not_found(op.key)
+    if op.expected is not None and mod_revision != op.expected:
+        return conflict(op.key)
+    return None
 
 
 # What the event loop gets back for one operation: its future, the caller's
@@ -206,14 +218,11 @@ class Writer:
         row = conn.execute(
             "SELECT create_revision, mod_revision, value FROM kv WHERE key = ?", (op.key,)
         ).fetchone()
-        if op.kind == CREATE:
-            if row is not None:
-                raise already_exists(op.key)
-        elif row is None:
-            raise not_found(op.key)
-        elif op.expected is not None and row[1] != op.expected:
-            raise conflict(op.key)
+        refusal = _refusal(op, None if row is None else row[1])
+        if refusal is not None:
+            raise refusal
         if op.kind == DELETE:
+            assert row is not None
             value = restamp_value(row[2], rev)
         else:
             assert op.obj is not None
@@ -280,20 +289,22 @@ class Writer:
                     op.outcome = err
                 failed.extend(pending)
                 break
-            events = []
-            for op in done:
-                if isinstance(op.outcome, Record):
-                    self._remember(op.kind, op.outcome)
-                    events.append(WatchEvent(EVENT[op.kind], op.outcome))
-            self._deliver(done + failed, events, self._wrev)
+            self._deliver(done + failed, self._committed(done), self._wrev)
             return
         self._deliver(failed, [], None)
 
-    def _remember(self, kind: int, record: Record) -> None:
-        if kind == DELETE:
-            self._revs.pop(record.key, None)
-        else:
-            self._revs[record.key] = (record.create_revision, record.mod_revision)
+    def _committed(self, ops: list[Op]) -> list[WatchEvent]:
+        """After a commit: remember the new revisions of ``ops`` that wrote, and their watch events."""
+        events = []
+        for op in ops:
+            record = op.outcome
+            if isinstance(record, Record):
+                if op.kind == DELETE:
+                    self._revs.pop(record.key, None)
+                else:
+                    self._revs[record.key] = (record.create_revision, record.mod_revision)
+                events.append(WatchEvent(EVENT[op.kind], record))
+        return events
 
     def _write_together(self, ops: list[Op]) -> bool:
         """The usual batch in one statement; False: nothing done, use ``_write_batch_one_by_one``.
@@ -319,15 +330,9 @@ class Writer:
         rows: list[tuple[int, str, str, int, bytes]] = []
         for op in ops:
             current = revs.get(op.key)
-            if op.kind == CREATE:
-                if current is not None:
-                    op.outcome = already_exists(op.key)
-                    continue
-            elif current is None:
-                op.outcome = not_found(op.key)
-                continue
-            elif op.expected is not None and current[1] != op.expected:
-                op.outcome = conflict(op.key)
+            refusal = _refusal(op, None if current is None else current[1])
+            if refusal is not None:
+                op.outcome = refusal
                 continue
             assert op.obj is not None
             try:
@@ -353,12 +358,7 @@ class Writer:
                     op.outcome = None
                 return False
         self._wrev = rev
-        events = []
-        for op in ops:
-            if isinstance(op.outcome, Record):
-                self._remember(op.kind, op.outcome)
-                events.append(WatchEvent(EVENT[op.kind], op.outcome))
-        self._deliver(ops, events, rev)
+        self._deliver(ops, self._committed(ops), rev)
         return True
 
     def _compact_step(self, op: Op) -> None:

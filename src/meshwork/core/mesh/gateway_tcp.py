@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from meshwork.core.mesh.route import pick_weighted
 from meshwork.core.mesh.table import Cluster, RoutingTable, TcpRoute, WeightedDestination
 
-__all__ = ["GATEWAY_TCP_HOST", "TcpDecision", "route_connection", "tcp_listener_ports"]
+__all__ = ["GATEWAY_TCP_HOST", "TcpDecision", "decide_route", "route_connection", "tcp_listener_ports"]
 
 GATEWAY_TCP_HOST = "*"  # a gateway's TCP routes are not by host: a plain TCP connection names none
 
@@ -50,6 +50,11 @@ def route_connection(table: RoutingTable, port: int, draw: float) -> TcpDecision
     route = table.tcp.get(port, {}).get(GATEWAY_TCP_HOST)
     if route is None:
         return TcpDecision(f"no TCP route for port {port}")
+    return decide_route(table, route, draw)
+
+
+def decide_route(table: RoutingTable, route: TcpRoute, draw: float) -> TcpDecision:
+    """The destination of ``route`` that ``draw`` falls on (by weight) and its cluster."""
     live = [d for d in route.destinations if d.weight > 0] or list(route.destinations)
     if not live:
         return TcpDecision(f"{route.name} has no destination", route)

@@ -40,8 +40,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 from meshwork.core.mesh.compile import compile_snapshot
-from meshwork.core.mesh.gateway_tcp import TcpDecision
-from meshwork.core.mesh.route import pick_weighted
+from meshwork.core.mesh.gateway_tcp import TcpDecision, decide_route
 from meshwork.core.mesh.snapshot import EndpointInfo, PortInfo, ProxyInfo, ServiceInfo, Snapshot
 from meshwork.core.mesh.table import RoutingTable
 from meshwork.model.core import Endpoints, Service
@@ -164,11 +163,4 @@ def route_clusterip(table: RoutingTable, host: str, port: int, draw: float) -> T
     route = table.tcp.get(port, {}).get(host)
     if route is None or not route.virtual_service:
         return None
-    live = [d for d in route.destinations if d.weight > 0] or list(route.destinations)
-    if not live:
-        return TcpDecision(f"{route.name} has no destination", route)
-    dest = pick_weighted(live, draw) if len(live) > 1 else live[0]
-    cluster = table.clusters.get(dest.cluster)
-    if cluster is None:
-        return TcpDecision(f"{route.name}: no cluster {dest.cluster}", route, dest)
-    return TcpDecision(f"{route.name} -> {dest.cluster}", route, dest, cluster)
+    return decide_route(table, route, draw)
